@@ -1,0 +1,62 @@
+# FreshCart: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+KAFKA_JARS := services/kafka/target/jars
+FRESHCART := $(VENV)/bin/freshcart
+
+.PHONY: help setup lock services-up services-down services-status demo test test-unit test-integration bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(VENV)/.installed $(KAFKA_JARS)/.copied system-packages ## Install everything: Python env from the lock, Kafka jars, Redis and PostgreSQL
+
+$(VENV)/.installed: requirements/lock.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	@test -x $(UV) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
+	$(UV) pip sync -q --python $(PY) requirements/lock.txt
+	$(UV) pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+$(KAFKA_JARS)/.copied: services/kafka/pom.xml
+	mvn -q -B -f services/kafka/pom.xml dependency:copy-dependencies \
+	  -DoutputDirectory=target/jars -DincludeScope=runtime
+	@touch $@
+
+.PHONY: system-packages
+system-packages:
+	@scripts/install-system-packages.sh
+
+lock: ## Re-resolve requirements/requirements.in into requirements/lock.txt
+	$(UV) pip compile -q requirements/requirements.in -o requirements/lock.txt \
+	  --python-version 3.11 --no-header --annotation-style line
+
+services-up: setup ## Start Kafka (and Redis + PostgreSQL with FRESHCART_PROFILE=production)
+	$(FRESHCART) services up
+
+services-down: ## Stop the servers that services-up started
+	@if [ -x $(FRESHCART) ]; then $(FRESHCART) services down; fi
+
+services-status: ## Show the servers, their pids and ports
+	$(FRESHCART) services status
+
+demo: setup services-up ## The main job: simulate a week, replay a slice through Kafka, print a summary
+	$(FRESHCART) demo
+
+test: setup ## Unit and integration tests against real servers (starts and stops them)
+	scripts/run-tests.sh
+
+test-unit: setup ## Unit tests only (no servers)
+	$(PY) -m pytest tests/unit -q
+
+bench: setup ## Benchmarks: simulator throughput
+	$(PY) bench/bench_simulator.py
+
+clean: services-down ## Remove generated data (keeps the environment)
+	rm -rf data

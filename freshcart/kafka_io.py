@@ -1,0 +1,117 @@
+"""Kafka plumbing shared by the simulator, the demo and the stream processor:
+topics, a paced producer and a simple read-back consumer (kafka-python 3)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
+
+from freshcart.settings import Settings
+
+# Values larger than this are refused by the broker's default limits; the stream
+# processor dead-letters them as "oversized".
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+def topic_specs(settings: Settings) -> dict[str, dict]:
+    """The topics FreshCart needs: events (keyed by user_id, several partitions) and dead letters."""
+    return {
+        settings.events_topic: {"num_partitions": settings.events_partitions, "replication_factor": 1},
+        settings.dlq_topic: {"num_partitions": 1, "replication_factor": 1},
+    }
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing topics; the names of those created."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="freshcart-admin")
+    try:
+        existing = set(admin.list_topics())
+        missing = {name: spec for name, spec in topic_specs(settings).items() if name not in existing}
+        if missing:
+            admin.create_topics(missing, timeout_ms=30_000, wait_for_metadata=True)
+        return sorted(missing)
+    finally:
+        admin.close()
+
+
+def make_producer(settings: Settings, **overrides: object) -> KafkaProducer:
+    """An idempotent producer (acks=all) tuned for throughput with small lingering."""
+    config: dict[str, object] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": "freshcart-producer",
+        "acks": "all",
+        "linger_ms": 5,
+        "batch_size": 256 * 1024,
+        "max_request_size": MAX_MESSAGE_BYTES + 64 * 1024,
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+@dataclass
+class ProduceSummary:
+    messages: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+def produce(
+    producer: KafkaProducer,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes]],
+    rate: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ProduceSummary:
+    """Send (key, value) pairs, paced at ``rate`` messages/s when given; flush at the end."""
+    started = time.perf_counter()
+    sent = 0
+    for key, value in messages:
+        producer.send(topic, key=key, value=value)
+        sent += 1
+        if rate and sent % max(1, int(rate // 50)) == 0:
+            ahead = sent / rate - (time.perf_counter() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+        if progress is not None and sent % 1000 == 0:
+            progress(1000)
+    producer.flush()
+    if progress is not None and sent % 1000:
+        progress(sent % 1000)
+    return ProduceSummary(messages=sent, seconds=time.perf_counter() - started)
+
+
+def read_topic(
+    settings: Settings,
+    topic: str,
+    expected: int,
+    timeout_s: float = 60.0,
+    group_id: str | None = None,
+) -> Iterator[ConsumerRecord]:
+    """Yield records of ``topic`` from the beginning until ``expected`` arrived or time ran out."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=group_id or f"freshcart-reader-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=5000,
+        client_id="freshcart-reader",
+    )
+    try:
+        seen = 0
+        deadline = time.monotonic() + timeout_s
+        while seen < expected and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    seen += 1
+                    yield record
+    finally:
+        consumer.close()

@@ -1,0 +1,202 @@
+"""Readers for the public event formats, streamed in chunks into raw Arrow batches.
+
+Each reader yields *raw* tables with the canonical columns (text as published,
+or typed for our own Parquet) plus ``_line`` (the source line or row number);
+:mod:`freshcart.ingest` validates them and writes the partitions.
+
+- ``rees46``: the REES46 "eCommerce behavior data from multi category store" CSV.
+- ``taobao``: the Alibaba Tianchi UserBehavior CSV (no header).
+- ``native``: FreshCart's own canonical events as Parquet (a file or a folder) or JSON Lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pv
+import pyarrow.dataset as ds
+import pyarrow.json as pj
+
+from freshcart.schema import FIELDS
+
+REES46_HEADER = (
+    "event_time", "event_type", "product_id", "category_id", "category_code",
+    "brand", "price", "user_id", "user_session",
+)
+REES46_TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+TAOBAO_COLUMNS = ("user_id", "item_id", "category_id", "behavior", "timestamp")
+TAOBAO_BEHAVIORS = {"pv": "view", "fav": "wishlist", "cart": "cart", "buy": "purchase"}
+FORMATS = ("rees46", "taobao", "native")
+DEFAULT_BLOCK_BYTES = 16 << 20
+
+
+class LoadError(ValueError):
+    """A source file cannot be read as the format it was given as."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """How the validator must read a format's raw columns."""
+
+    time_format: str | None
+    has_event_ids: bool
+
+
+SPECS = {
+    "rees46": SourceSpec(time_format=REES46_TIME_FORMAT, has_event_ids=False),
+    "taobao": SourceSpec(time_format=None, has_event_ids=False),
+    "native": SourceSpec(time_format="iso", has_event_ids=True),
+}
+
+
+class _CountingReader:
+    """A binary file wrapper that reports bytes read, for progress bars."""
+
+    def __init__(self, handle: BinaryIO, progress: Callable[[int], None] | None) -> None:
+        self._handle = handle
+        self._progress = progress
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        if self._progress is not None and data:
+            self._progress(len(data))
+        return data
+
+    def __getattr__(self, name: str):  # seekable(), tell(), ... come from the real file
+        return getattr(self._handle, name)
+
+
+def _all_text(names: tuple[str, ...]) -> pv.ConvertOptions:
+    return pv.ConvertOptions(
+        column_types={name: pa.string() for name in names}, strings_can_be_null=False
+    )
+
+
+def _with_lines(batch: pa.RecordBatch, first_line: int) -> pa.Table:
+    table = pa.Table.from_batches([batch])
+    lines = pa.array(np.arange(first_line, first_line + batch.num_rows, dtype=np.int64))
+    return table.append_column("_line", lines)
+
+
+def read_rees46(path: Path, block_bytes: int, progress: Callable[[int], None] | None) -> Iterator[pa.Table]:
+    with open(path, "rb") as handle:
+        header = handle.readline().decode("utf-8", "replace").strip().split(",")
+        if tuple(header) != REES46_HEADER:
+            raise LoadError(
+                f"{path}: header {','.join(header)!r} is not the REES46 header "
+                f"{','.join(REES46_HEADER)!r}; is this the right --format?"
+            )
+        handle.seek(0)
+        reader = pv.open_csv(
+            _CountingReader(handle, progress),
+            read_options=pv.ReadOptions(block_size=block_bytes),
+            convert_options=_all_text(REES46_HEADER),
+        )
+        line = 2
+        for batch in reader:
+            yield _with_lines(batch, line)
+            line += batch.num_rows
+
+
+def _taobao_to_canonical(table: pa.Table) -> pa.Table:
+    behavior = table["behavior"]
+    known = pa.array(list(TAOBAO_BEHAVIORS))
+    index = pc.index_in(behavior, value_set=known)
+    mapped = pc.take(pa.array(list(TAOBAO_BEHAVIORS.values())), index)
+    event_type = pc.if_else(pc.is_null(index), behavior, mapped)
+    stamp = pc.utf8_trim_whitespace(table["timestamp"])
+    is_int = pc.fill_null(pc.match_substring_regex(stamp, r"^[0-9]{1,12}$"), False)
+    seconds = pc.cast(pc.if_else(is_int, stamp, pa.scalar(None, pa.string())), pa.int64())
+    n = table.num_rows
+    empty = pa.nulls(n, pa.string())
+    return pa.table(
+        {
+            "event_time": seconds,
+            "event_type": event_type,
+            "product_id": table["item_id"],
+            "category_id": table["category_id"],
+            "category_code": empty,
+            "brand": empty,
+            "price": empty,
+            "user_id": table["user_id"],
+            "user_session": empty,
+            "_source_time": table["timestamp"],
+            "_line": table["_line"],
+        }
+    )
+
+
+def read_taobao(path: Path, block_bytes: int, progress: Callable[[int], None] | None) -> Iterator[pa.Table]:
+    with open(path, "rb") as handle:
+        first = handle.readline().decode("utf-8", "replace").strip()
+        if first and not first.split(",")[0].strip().isdigit():
+            raise LoadError(
+                f"{path}: first line {first[:80]!r} is not a Taobao UserBehavior row "
+                f"({','.join(TAOBAO_COLUMNS)}, no header); is this the right --format?"
+            )
+        handle.seek(0)
+        reader = pv.open_csv(
+            _CountingReader(handle, progress),
+            read_options=pv.ReadOptions(block_size=block_bytes, column_names=list(TAOBAO_COLUMNS)),
+            convert_options=_all_text(TAOBAO_COLUMNS),
+        )
+        line = 1
+        for batch in reader:
+            yield _taobao_to_canonical(_with_lines(batch, line))
+            line += batch.num_rows
+
+
+def read_native(path: Path, block_bytes: int, progress: Callable[[int], None] | None) -> Iterator[pa.Table]:
+    if path.suffix in (".jsonl", ".ndjson", ".json"):
+        with open(path, "rb") as handle:
+            reader = pj.open_json(
+                _CountingReader(handle, progress), read_options=pj.ReadOptions(block_size=block_bytes)
+            )
+            row = 1
+            for batch in reader:
+                yield _with_lines(_fill_missing(batch), row)
+                row += batch.num_rows
+        return
+    dataset = ds.dataset(path, format="parquet", partitioning="hive", exclude_invalid_files=True)
+    missing = [name for name in FIELDS if name not in dataset.schema.names]
+    if missing:
+        raise LoadError(f"{path}: not canonical FreshCart events, columns missing: {', '.join(missing)}")
+    row = 0
+    for batch in dataset.to_batches(columns=list(FIELDS), batch_size=1 << 20):
+        yield _with_lines(batch, row)
+        row += batch.num_rows
+        if progress is not None:
+            progress(batch.nbytes)
+
+
+def _fill_missing(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """JSON Lines may omit null fields entirely; add them back as null columns."""
+    table = pa.Table.from_batches([batch])
+    for name in FIELDS:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
+    return table.combine_chunks().to_batches()[0] if table.num_rows else batch
+
+
+READERS = {"rees46": read_rees46, "taobao": read_taobao, "native": read_native}
+
+
+def read_raw(
+    path: Path, fmt: str, block_bytes: int = DEFAULT_BLOCK_BYTES,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[pa.Table]:
+    """Raw chunks of ``path`` read as ``fmt``; errors name the file and what to do."""
+    if fmt not in READERS:
+        raise LoadError(f"--format {fmt!r} is not supported; use one of {', '.join(FORMATS)}")
+    if not path.exists():
+        raise LoadError(f"{path}: no such file")
+    try:
+        yield from READERS[fmt](path, block_bytes, progress)
+    except pa.ArrowInvalid as exc:
+        raise LoadError(f"{path}: cannot be read as {fmt}: {exc}") from None

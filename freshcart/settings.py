@@ -1,0 +1,178 @@
+"""FreshCart settings: one typed object, read from the environment, validated at load.
+
+Every field can be set with an environment variable ``FRESHCART_<FIELD>`` (upper
+case), e.g. ``FRESHCART_PROFILE=production`` or ``FRESHCART_KAFKA_PORT=29092``.
+Nothing is read at import time: call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "FRESHCART_"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the variable and the value."""
+
+
+def _default_data_dir() -> Path:
+    """``data/`` in the source checkout, or in the working directory for an installed package."""
+    if (REPO_ROOT / "pyproject.toml").is_file():
+        return REPO_ROOT / "data"
+    return Path.cwd() / "freshcart-data"
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one FreshCart process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+    )
+
+    profile: Literal["local", "production"] = Field(
+        "local", description="local: embedded SQLite/Parquet stores; production: Redis and PostgreSQL."
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where events, service data, logs and pid files live.",
+    )
+
+    # Kafka
+    kafka_host: str = Field("127.0.0.1", description="Address the local broker listens on.")
+    kafka_port: int = Field(19092, ge=1, le=65535, description="Broker (client) port.")
+    kafka_controller_port: int = Field(
+        19093, ge=1, le=65535, description="KRaft controller port of the local broker."
+    )
+    kafka_bootstrap: str | None = Field(
+        None, description="Bootstrap servers; defaults to kafka_host:kafka_port (the local broker)."
+    )
+    kafka_jars_dir: Path = Field(
+        REPO_ROOT / "services" / "kafka" / "target" / "jars",
+        description="Broker jars copied from Maven Central by `make setup`.",
+    )
+    kafka_heap_mb: int = Field(512, ge=128, le=512, description="Broker JVM heap (MB), at most 512.")
+    events_topic: str = Field("freshcart.events", min_length=1, description="Topic of raw events.")
+    dlq_topic: str = Field(
+        "freshcart.events.dlq", min_length=1, description="Dead-letter topic for rejected events."
+    )
+    events_partitions: int = Field(4, ge=1, le=64, description="Partitions of the events topic.")
+
+    # Production-profile servers
+    redis_port: int = Field(16379, ge=1, le=65535, description="Port of the project's Redis.")
+    redis_url: str | None = Field(
+        None, description="Redis URL of the online store; defaults to the project's Redis."
+    )
+    postgres_port: int = Field(15432, ge=1, le=65535, description="Port of the project's PostgreSQL.")
+    postgres_user: str = Field("freshcart", min_length=1, description="PostgreSQL role.")
+    postgres_password: SecretStr | None = Field(
+        None, description="PostgreSQL password; unset means trust on loopback (local servers only)."
+    )
+    postgres_url: SecretStr | None = Field(
+        None, description="Full PostgreSQL URL of the registry database; defaults to the project's server."
+    )
+
+    # MLflow
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; defaults to SQLite (local) or PostgreSQL (production)."
+    )
+
+    # Events and prediction
+    horizon_hours: int = Field(24, ge=1, le=24 * 30, description="Propensity horizon H in hours.")
+    session_gap_minutes: int = Field(
+        30, ge=1, le=24 * 60, description="Inactivity gap that starts a new session."
+    )
+    event_time_floor: datetime = Field(
+        datetime(2000, 1, 1, tzinfo=timezone.utc),
+        description="Events before this time are rejected as implausibly old.",
+    )
+    max_future_seconds: int = Field(
+        3600, ge=0, description="Events later than now plus this many seconds are rejected."
+    )
+
+    @field_validator("event_time_floor")
+    @classmethod
+    def _floor_is_utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+    # Derived values -------------------------------------------------------------
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
+
+    @property
+    def online_redis_url(self) -> str:
+        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def postgres_dsn(self, database: str = "freshcart") -> str:
+        """A PostgreSQL URL (with the secret, if any) for one of the project's databases."""
+        if self.postgres_url is not None and database == "freshcart":
+            return self.postgres_url.get_secret_value()
+        password = f":{self.postgres_password.get_secret_value()}" if self.postgres_password else ""
+        return f"postgresql://{self.postgres_user}{password}@127.0.0.1:{self.postgres_port}/{database}"
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        if self.profile == "production":
+            return self.postgres_dsn("freshcart_mlflow").replace("postgresql://", "postgresql+psycopg://", 1)
+        return f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def events_dir(self) -> Path:
+        return self.data_dir / "events"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    def masked(self) -> dict[str, Any]:
+        """Effective settings for display, secrets masked (``**********``)."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            shown[name] = "**********" if isinstance(value, SecretStr) else value
+        shown["bootstrap_servers"] = self.bootstrap_servers
+        shown["online_redis_url"] = self.online_redis_url
+        shown["postgres_dsn"] = _mask_url(self.postgres_dsn())
+        shown["tracking_uri"] = _mask_url(self.tracking_uri)
+        return shown
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password part of ``scheme://user:password@host``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":**********"
+    return f"{scheme}://{creds}@{host}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; a bad value raises :class:`ConfigError` naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "?"
+            value = error.get("input")
+            problems.append(
+                f"{ENV_PREFIX}{field.upper()}={value!r}: {error['msg']}"
+                if error["type"] != "extra_forbidden"
+                else f"{field}: unknown setting (known: {', '.join(Settings.model_fields)})"
+            )
+        raise ConfigError("invalid FreshCart settings:\n  " + "\n  ".join(problems)) from None
