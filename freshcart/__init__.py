@@ -1,0 +1,3 @@
+"""FreshCart: workflow-orchestrated MLOps for e-commerce purchase propensity and recommendation."""
+
+__version__ = "0.1.0"

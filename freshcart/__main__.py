@@ -1,0 +1,5 @@
+"""`python -m freshcart` is the `freshcart` command."""
+
+from freshcart.cli import main
+
+main()

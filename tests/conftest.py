@@ -1,0 +1,28 @@
+"""Shared fixtures: paths to the real sample data beside the checkout."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from freshcart.schema import TimeBounds
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+REES46_SAMPLE = SHARED_DATA / "rees46_2019-10_head.csv"
+NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def bounds() -> TimeBounds:
+    """Plausible times: 2000-01-01 .. NOW + 1 h (a fixed now keeps tests deterministic)."""
+    return TimeBounds.around(NOW, datetime(2000, 1, 1, tzinfo=timezone.utc), 3600)
+
+
+@pytest.fixture
+def rees46_sample() -> Path:
+    if not REES46_SAMPLE.is_file():
+        pytest.fail(f"the REES46 sample is missing: {REES46_SAMPLE} (shared/data beside the checkout)")
+    return REES46_SAMPLE

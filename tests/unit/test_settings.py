@@ -1,0 +1,62 @@
+"""Settings: environment overrides, validation errors that name the variable, masking."""
+
+from __future__ import annotations
+
+import pytest
+
+from freshcart.settings import ConfigError, load_settings
+
+
+def test_defaults_are_local(monkeypatch):
+    monkeypatch.delenv("FRESHCART_PROFILE", raising=False)
+    settings = load_settings()
+    assert settings.profile == "local"
+    assert settings.bootstrap_servers == "127.0.0.1:19092"
+    assert settings.tracking_uri.startswith("sqlite:///")
+
+
+def test_environment_overrides(monkeypatch, tmp_path):
+    monkeypatch.setenv("FRESHCART_PROFILE", "production")
+    monkeypatch.setenv("FRESHCART_KAFKA_PORT", "29092")
+    monkeypatch.setenv("FRESHCART_DATA_DIR", str(tmp_path))
+    settings = load_settings()
+    assert settings.profile == "production"
+    assert settings.bootstrap_servers == "127.0.0.1:29092"
+    assert settings.events_dir == tmp_path / "events"
+    assert settings.tracking_uri.startswith("postgresql+psycopg://freshcart@127.0.0.1:15432/freshcart_mlflow")
+
+
+@pytest.mark.parametrize(
+    "variable,value,expected",
+    [
+        ("FRESHCART_PROFILE", "staging", "FRESHCART_PROFILE='staging'"),
+        ("FRESHCART_HORIZON_HOURS", "soon", "FRESHCART_HORIZON_HOURS='soon'"),
+        ("FRESHCART_KAFKA_PORT", "70000", "FRESHCART_KAFKA_PORT='70000'"),
+        ("FRESHCART_KAFKA_HEAP_MB", "2048", "FRESHCART_KAFKA_HEAP_MB='2048'"),
+        ("FRESHCART_EVENT_TIME_FLOOR", "not-a-date", "FRESHCART_EVENT_TIME_FLOOR='not-a-date'"),
+    ],
+)
+def test_bad_value_names_the_variable(monkeypatch, variable, value, expected):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert expected in str(info.value)
+
+
+def test_secrets_are_masked(monkeypatch):
+    monkeypatch.setenv("FRESHCART_POSTGRES_PASSWORD", "s3cret-pw")
+    settings = load_settings()
+    assert "s3cret-pw" in settings.postgres_dsn()  # the real value is there for clients
+    shown = settings.masked()
+    assert "s3cret-pw" not in repr(shown)
+    assert shown["postgres_password"] == "**********"
+    assert shown["postgres_dsn"] == "postgresql://freshcart:**********@127.0.0.1:15432/freshcart"
+
+
+def test_importing_does_nothing():
+    """No settings are read at import time: a bad environment only fails at load."""
+    import importlib
+
+    import freshcart.settings as module
+
+    importlib.reload(module)  # would raise if the module loaded settings eagerly
