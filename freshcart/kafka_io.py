@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from freshcart.settings import Settings
@@ -113,5 +113,44 @@ def read_topic(
                 for record in records:
                     seen += 1
                     yield record
+    finally:
+        consumer.close()
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """The next offset of every partition of ``topic``."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id="freshcart-offsets")
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            raise ValueError(f"topic {topic!r} does not exist on {settings.bootstrap_servers}")
+        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+
+
+def read_range(
+    settings: Settings, topic: str, start: dict[int, int], stop: dict[int, int], timeout_s: float = 60.0
+) -> Iterator[ConsumerRecord]:
+    """Yield the records of ``topic`` between two offset snapshots (no consumer group)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+        max_poll_records=5000, client_id="freshcart-range-reader",
+    )
+    try:
+        wanted = {TopicPartition(topic, p): stop[p] for p in stop if stop[p] > start.get(p, 0)}
+        consumer.assign(list(wanted))
+        for tp in wanted:
+            consumer.seek(tp, start.get(tp.partition, 0))
+        deadline = time.monotonic() + timeout_s
+        while wanted and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                for record in records:
+                    if record.offset < wanted.get(tp, -1):
+                        yield record
+                if tp in wanted and consumer.position(tp) >= wanted[tp]:
+                    del wanted[tp]
+        if wanted:
+            raise TimeoutError(f"could not read {topic} up to {stop} within {timeout_s:.0f}s")
     finally:
         consumer.close()
