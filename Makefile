@@ -25,7 +25,7 @@ $(VENV)/.installed: requirements/lock.txt pyproject.toml
 	@touch $@
 
 $(KAFKA_JARS)/.copied: services/kafka/pom.xml
-	mvn -q -B -f services/kafka/pom.xml dependency:copy-dependencies \
+	mvn -q -B -Dstyle.color=never -f services/kafka/pom.xml dependency:copy-dependencies \
 	  -DoutputDirectory=target/jars -DincludeScope=runtime
 	@touch $@
 

@@ -25,8 +25,8 @@ config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help
 app.add_typer(services_app, name="services")
 app.add_typer(config_app, name="config")
 
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:
@@ -134,6 +134,19 @@ def ingest_file_command(
     funnel = report.funnel()
     if funnel:
         console.print("  funnel  " + "  ".join(f"{k} {v:.2%}" for k, v in funnel.items() if v))
+
+
+@app.command("demo")
+def demo_command() -> None:
+    """Simulate a week of traffic, replay a slice through Kafka and print a summary (`make demo`)."""
+    from freshcart.demo import run_demo
+
+    run_demo(_settings(), console)
+
+
+from freshcart.cli_simulate import simulate  # noqa: E402  (registered after the shared helpers exist)
+
+app.command("simulate")(simulate)
 
 
 def main() -> None:

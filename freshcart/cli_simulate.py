@@ -1,0 +1,127 @@
+"""`freshcart simulate`: simulated shop traffic to Parquet, or live into Kafka."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _utc_day(text: str, option: str) -> datetime:
+    try:
+        return datetime.combine(date.fromisoformat(text), time(), tzinfo=timezone.utc)
+    except ValueError:
+        err.print(f"[red]error:[/red] {option} {text!r} is not a date; use YYYY-MM-DD", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _utc_time(text: str, option: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        err.print(f"[red]error:[/red] {option} {text!r} is not a time; use e.g. 2025-01-09T00:00", highlight=False)
+        raise typer.Exit(2) from None
+    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def simulate(
+    seed: int = typer.Option(42, help="Random seed: the same seed gives the same data."),
+    users: int = typer.Option(10_000, help="Number of shoppers."),
+    products: int = typer.Option(5_000, help="Catalogue size."),
+    categories: int = typer.Option(40, help="Number of leaf categories."),
+    days: int = typer.Option(7, help="Days of traffic."),
+    start: str = typer.Option("2025-01-06", help="First day (UTC), YYYY-MM-DD."),
+    events_per_day: int = typer.Option(200_000, help="Expected events per day."),
+    out: Optional[Path] = typer.Option(None, help="Output folder [default: <data_dir>/events]."),
+    overwrite: bool = typer.Option(False, help="Delete the output folder first."),
+    to_kafka: bool = typer.Option(False, "--to-kafka", help="Produce to the events topic instead of Parquet."),
+    rate: Optional[float] = typer.Option(None, help="With --to-kafka: target events/s (default: as fast as possible)."),
+    limit: Optional[int] = typer.Option(None, help="With --to-kafka: stop after this many events."),
+    fault_share: float = typer.Option(0.0, help="With --to-kafka: share of malformed messages (e.g. 0.01)."),
+    drift_from: Optional[str] = typer.Option(None, help="UTC time from which drift applies."),
+    price_inflation: float = typer.Option(0.0, help="Drift: relative price change, e.g. 0.2."),
+    category_shift: float = typer.Option(0.0, help="Drift: share of sessions with a shifted category mix."),
+    new_products: int = typer.Option(0, help="Drift: products that appear at --drift-from."),
+    bot_share: float = typer.Option(0.0, help="Drift: share of sessions that are bots."),
+) -> None:
+    """Simulate shop traffic with known ground truth (Parquet by date, or live into Kafka).
+
+    For every view the true purchase probability within the horizon is written to
+    <out>/_truth, so the oracle AUC is known. Drift knobs apply from --drift-from on.
+    """
+    from freshcart.cli import _fail, _settings
+    from freshcart.simulator import DriftConfig, SimulationConfig, SimulationConfigError
+
+    settings = _settings()
+    if not to_kafka and (rate is not None or limit is not None or fault_share):
+        _fail("--rate, --limit and --fault-share apply to --to-kafka only", 2)
+    try:
+        drift = DriftConfig(
+            drift_from=_utc_time(drift_from, "--drift-from") if drift_from else None,
+            price_inflation=price_inflation, category_shift=category_shift,
+            new_products=new_products, bot_share=bot_share,
+        )
+        config = SimulationConfig(
+            seed=seed, users=users, products=products, categories=categories, days=days,
+            start=_utc_day(start, "--start"), events_per_day=events_per_day,
+            horizon_hours=settings.horizon_hours, drift=drift,
+        )
+    except SimulationConfigError as exc:
+        _fail(str(exc), 2)
+    if to_kafka:
+        _simulate_to_kafka(settings, config, rate, limit, fault_share)
+    else:
+        _simulate_to_parquet(config, out or settings.events_dir, overwrite)
+
+
+def _progress(unit: str) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+        TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal,
+    )
+
+
+def _simulate_to_parquet(config, out_dir: Path, overwrite: bool) -> None:
+    from freshcart.simulator import write_simulation
+    from freshcart.storage import remove_tree
+
+    if overwrite:
+        remove_tree(out_dir)
+    with _progress("days") as bar:
+        task = bar.add_task("simulating", total=config.days)
+        summary = write_simulation(config, out_dir, progress=lambda n: bar.advance(task, n))
+    total = summary.total
+    console.print(f"simulated {total:,} events over {config.days} days in {summary.seconds:.1f}s "
+                  f"({total / max(summary.seconds, 1e-9):,.0f} events/s) -> {out_dir}")
+    for kind, count in summary.counts.items():
+        console.print(f"  {kind:<17} {count:>12,}  {count / max(total, 1):7.2%}")
+
+
+def _simulate_to_kafka(settings, config, rate: float | None, limit: int | None, fault_share: float) -> None:
+    from freshcart.cli import _fail
+    from freshcart.kafka_io import make_producer, produce
+    from freshcart.simulator import inject_faults, iter_records
+
+    records = iter_records(config)
+    if limit is not None:
+        records = itertools.islice(records, limit)
+    messages = ((key, value) for key, value, _ in inject_faults(records, fault_share, seed=config.seed))
+    try:
+        producer = make_producer(settings)
+    except Exception as exc:  # kafka-python raises NoBrokersAvailable and friends
+        _fail(f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); run `freshcart services up`")
+    with _progress("events") as bar:
+        task = bar.add_task(f"producing to {settings.events_topic}", total=limit)
+        summary = produce(producer, settings.events_topic, messages, rate=rate,
+                          progress=lambda n: bar.advance(task, n))
+    producer.close()
+    console.print(f"produced {summary.messages:,} messages to {settings.events_topic} in "
+                  f"{summary.seconds:.1f}s ({summary.rate:,.0f}/s)")
