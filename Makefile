@@ -25,8 +25,10 @@ $(VENV)/.installed: requirements/lock.txt pyproject.toml
 	@touch $@
 
 $(KAFKA_JARS)/.copied: services/kafka/pom.xml
-	mvn -q -B -Dstyle.color=never -f services/kafka/pom.xml dependency:copy-dependencies \
-	  -DoutputDirectory=target/jars -DincludeScope=runtime
+	@echo "fetching the Kafka broker jars from Maven Central"
+	@mvn -q -B -f services/kafka/pom.xml dependency:copy-dependencies \
+	  -DoutputDirectory=target/jars -DincludeScope=runtime > services/kafka/mvn.log 2>&1 \
+	  || { cat services/kafka/mvn.log; exit 1; }
 	@touch $@
 
 .PHONY: system-packages

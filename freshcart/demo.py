@@ -56,7 +56,7 @@ def replay_through_kafka(settings: Settings, records: list[dict]) -> ReplayResul
 
 
 def run_demo(settings: Settings, console: Console) -> None:
-    from freshcart.simulator import SimulationConfig, iter_records, oracle_auc, write_simulation
+    from freshcart.simulator import SimulationConfig, iter_records, oracle_auc_from_dir, write_simulation
     from freshcart.storage import read_events
 
     config = SimulationConfig(seed=DEMO_SEED, horizon_hours=settings.horizon_hours)
@@ -75,7 +75,7 @@ def run_demo(settings: Settings, console: Console) -> None:
     sessions = len(pc.unique(events["user_session"]))
     products = len(pc.unique(events["product_id"]))
     console.print(f"{users:,} shoppers, {sessions:,} sessions, {products:,} products seen")
-    console.print(f"oracle AUC (best achievable propensity ranking): {oracle_auc(out_dir, config.horizon_hours):.4f}")
+    console.print(f"oracle AUC (best achievable propensity ranking): {oracle_auc_from_dir(out_dir, config.horizon_hours):.4f}")
 
     console.rule("2. replay a slice through Kafka")
     records = list(itertools.islice(iter_records(config), REPLAY_EVENTS))

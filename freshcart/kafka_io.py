@@ -11,11 +11,9 @@ from typing import Callable, Iterable, Iterator
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from freshcart.schema import BROKER_MAX_MESSAGE_BYTES
 from freshcart.settings import Settings
 
-# Values larger than this are refused by the broker's default limits; the stream
-# processor dead-letters them as "oversized".
-MAX_MESSAGE_BYTES = 1 << 20
 
 
 def topic_specs(settings: Settings) -> dict[str, dict]:
@@ -47,7 +45,7 @@ def make_producer(settings: Settings, **overrides: object) -> KafkaProducer:
         "acks": "all",
         "linger_ms": 5,
         "batch_size": 256 * 1024,
-        "max_request_size": MAX_MESSAGE_BYTES + 64 * 1024,
+        "max_request_size": BROKER_MAX_MESSAGE_BYTES,
     }
     config.update(overrides)
     return KafkaProducer(**config)
@@ -86,35 +84,6 @@ def produce(
     if progress is not None and sent % 1000:
         progress(sent % 1000)
     return ProduceSummary(messages=sent, seconds=time.perf_counter() - started)
-
-
-def read_topic(
-    settings: Settings,
-    topic: str,
-    expected: int,
-    timeout_s: float = 60.0,
-    group_id: str | None = None,
-) -> Iterator[ConsumerRecord]:
-    """Yield records of ``topic`` from the beginning until ``expected`` arrived or time ran out."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=group_id or f"freshcart-reader-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_poll_records=5000,
-        client_id="freshcart-reader",
-    )
-    try:
-        seen = 0
-        deadline = time.monotonic() + timeout_s
-        while seen < expected and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                for record in records:
-                    seen += 1
-                    yield record
-    finally:
-        consumer.close()
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:

@@ -58,7 +58,14 @@ REASONS: dict[str, str] = {
     "future_time": "event_time is too far in the future",
     "too_old": "event_time is before the configured floor",
     "invalid_json": "the message is not a JSON object",
+    "oversized": "the message is larger than MAX_MESSAGE_BYTES",
 }
+
+# A canonical event is a few hundred bytes; a message above this is dead-lettered as
+# "oversized". The local broker accepts up to BROKER_MAX_MESSAGE_BYTES so such
+# messages reach the consumer instead of failing the producer.
+MAX_MESSAGE_BYTES = 1 << 20
+BROKER_MAX_MESSAGE_BYTES = 4 << 20
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from freshcart.services.process import (
     ServiceError, ServiceStatus, ensure_port_free, read_pid, spawn, stop_pid, wait_for_port,
 )
+from freshcart.schema import BROKER_MAX_MESSAGE_BYTES
 from freshcart.settings import Settings
 
 NAME = "kafka"
@@ -65,6 +66,8 @@ def server_properties(settings: Settings, log_dirs: Path) -> str:
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=false",
+            f"message.max.bytes={BROKER_MAX_MESSAGE_BYTES}",
+            f"replica.fetch.max.bytes={BROKER_MAX_MESSAGE_BYTES}",
             "",
         ]
     )

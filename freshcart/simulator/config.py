@@ -115,12 +115,17 @@ class SimulationConfig:
         _check_int("seed", self.seed, 0, 2**63 - 1)
         _check_int("users", self.users, 1, 50_000_000)
         _check_int("categories", self.categories, 1, MAX_CATEGORIES)
-        _check_int("products", self.products, max(1, self.categories), 100_000_000)
+        _check_int("products", self.products, 1, 100_000_000)
+        if self.products < self.categories:
+            raise _fail(
+                "products", self.products, f"is below categories={self.categories}",
+                "give at least one product per category (raise products or lower categories)",
+            )
         _check_int("days", self.days, 1, 3660)
         _check_int("events_per_day", self.events_per_day, 1, 1_000_000_000)
         _check_float("horizon_hours", self.horizon_hours, 1.0, MAX_HORIZON_HOURS)
         _check_utc("start", self.start)
-        if (self.start.hour, self.start.minute, self.start.second, self.start.microsecond) != (0, 0, 0, 0):
+        if self.start.time() != datetime.min.time():
             raise _fail("start", self.start, "is not a UTC midnight", "give a datetime at 00:00 UTC")
         if not isinstance(self.drift, DriftConfig):
             raise _fail("drift", self.drift, "is not a DriftConfig", "pass DriftConfig(...)")

@@ -63,7 +63,12 @@ def hex_ids(keys: np.ndarray, salt: np.uint64) -> tuple[np.ndarray, pa.StringArr
 
 
 def uuid_strings(keys: np.ndarray, salt: np.uint64) -> pa.StringArray:
-    """UUID-version-4-looking strings (36 characters), one per distinct key.
+    """UUID-version-4-looking strings (36 characters), one per distinct key."""
+    return fixed_width_strings(uuid_bytes(keys, salt))
+
+
+def uuid_bytes(keys: np.ndarray, salt: np.uint64) -> np.ndarray:
+    """UUID-version-4-looking strings as an (n, 36) byte matrix.
 
     The first 64 bits are a bijective mix of the key, so distinct keys never collide.
     """
@@ -85,4 +90,4 @@ def uuid_strings(keys: np.ndarray, salt: np.uint64) -> pa.StringArray:
     out[:, 20] = high_hex[:, 15]
     out[:, 21:23] = low_hex[:, 1:3]
     out[:, 24:36] = low_hex[:, 3:15]
-    return fixed_width_strings(out)
+    return out
