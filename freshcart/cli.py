@@ -96,7 +96,7 @@ def services_status() -> None:
 def ingest_file_command(
     path: Path = typer.Argument(..., help="The file to load (a folder for native Parquet)."),
     fmt: str = typer.Option(..., "--format", "-f", help="rees46 | taobao | native"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: <data_dir>/events]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: <data_dir>/offline/events]."),
 ) -> None:
     """Load a REES46 or Taobao CSV (or FreshCart Parquet / JSON Lines) into canonical events.
 
@@ -112,7 +112,7 @@ def ingest_file_command(
     settings = _settings()
     if fmt not in FORMATS:
         _fail(f"--format {fmt!r} is not supported; use one of {', '.join(FORMATS)}", 2)
-    out_dir = out or settings.events_dir
+    out_dir = out or settings.offline_events_dir
     bounds = TimeBounds.around(datetime.now(timezone.utc), settings.event_time_floor, settings.max_future_seconds)
     size = path.stat().st_size if path.is_file() else None
     columns = [*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TimeRemainingColumn()]
@@ -144,9 +144,11 @@ def demo_command() -> None:
     run_demo(_settings(), console)
 
 
+from freshcart.cli_ingest import ingest  # noqa: E402  (registered after the shared helpers exist)
 from freshcart.cli_simulate import simulate  # noqa: E402  (registered after the shared helpers exist)
 
 app.command("simulate")(simulate)
+app.command("ingest")(ingest)
 
 
 def main() -> None:

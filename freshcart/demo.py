@@ -60,7 +60,7 @@ def run_demo(settings: Settings, console: Console) -> None:
     from freshcart.storage import read_events
 
     config = SimulationConfig(seed=DEMO_SEED, horizon_hours=settings.horizon_hours)
-    out_dir = settings.events_dir
+    out_dir = settings.simulation_dir
     console.rule("1. simulate a week of traffic")
     summary = write_simulation(config, out_dir)
     events = read_events(out_dir, columns=["event_id", "event_time", "event_type", "user_id",

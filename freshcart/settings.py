@@ -126,8 +126,34 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
 
     @property
-    def events_dir(self) -> Path:
-        return self.data_dir / "events"
+    def simulation_dir(self) -> Path:
+        """Simulator output: events by event date, and the true purchase probabilities in ``_truth``."""
+        return self.data_dir / "simulation"
+
+    @property
+    def landing_dir(self) -> Path:
+        """Raw records as they arrived, ``arrival_date=YYYY-MM-DD/*.jsonl|*.parquet``."""
+        return self.data_dir / "landing"
+
+    @property
+    def offline_dir(self) -> Path:
+        """The offline store: validated events and feature tables."""
+        return self.data_dir / "offline"
+
+    @property
+    def offline_events_dir(self) -> Path:
+        """Canonical events by event date (``event_date=YYYY-MM-DD/data.parquet``)."""
+        return self.offline_dir / "events"
+
+    @property
+    def feature_tables_dir(self) -> Path:
+        """Batch feature rows, one folder per feature view, partitioned by event date."""
+        return self.offline_dir / "features"
+
+    @property
+    def feature_repo_dir(self) -> Path:
+        """The Feast repository (``feature_repo/`` of the checkout)."""
+        return REPO_ROOT / "feature_repo"
 
     @property
     def logs_dir(self) -> Path:

@@ -22,7 +22,8 @@ def test_environment_overrides(monkeypatch, tmp_path):
     settings = load_settings()
     assert settings.profile == "production"
     assert settings.bootstrap_servers == "127.0.0.1:29092"
-    assert settings.events_dir == tmp_path / "events"
+    assert settings.simulation_dir == tmp_path / "simulation"
+    assert settings.offline_events_dir == tmp_path / "offline" / "events"
     assert settings.tracking_uri.startswith("postgresql+psycopg://freshcart@127.0.0.1:15432/freshcart_mlflow")
 
 
