@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -51,6 +51,8 @@ def simulate(
     category_shift: float = typer.Option(0.0, help="Drift: share of sessions with a shifted category mix."),
     new_products: int = typer.Option(0, help="Drift: products that appear at --drift-from."),
     bot_share: float = typer.Option(0.0, help="Drift: share of sessions that are bots."),
+    landing: bool = typer.Option(False, "--landing", help="Also land the events in <data_dir>/landing by arrival date."),
+    late_share: float = typer.Option(0.005, help="With --landing: share of events that arrive 1-2 days late."),
 ) -> None:
     """Simulate shop traffic with known ground truth (Parquet by date, or live into Kafka).
 
@@ -63,6 +65,10 @@ def simulate(
     settings = _settings()
     if not to_kafka and (rate is not None or limit is not None or fault_share):
         _fail("--rate, --limit and --fault-share apply to --to-kafka only", 2)
+    if landing and to_kafka:
+        _fail("--landing applies to Parquet output, not --to-kafka", 2)
+    if not 0.0 <= late_share <= 1.0:
+        _fail(f"--late-share {late_share!r} is out of range; give a fraction between 0 and 1", 2)
     try:
         drift = DriftConfig(
             drift_from=_utc_time(drift_from, "--drift-from") if drift_from else None,
@@ -80,6 +86,8 @@ def simulate(
         _simulate_to_kafka(settings, config, rate, limit, fault_share)
     else:
         _simulate_to_parquet(config, out or settings.simulation_dir, overwrite)
+        if landing:
+            _land(out or settings.simulation_dir, settings.landing_dir, late_share, config.seed)
 
 
 def _progress(unit: str) -> Progress:
@@ -103,6 +111,16 @@ def _simulate_to_parquet(config, out_dir: Path, overwrite: bool) -> None:
                   f"({total / max(summary.seconds, 1e-9):,.0f} events/s) -> {out_dir}")
     for kind, count in summary.counts.items():
         console.print(f"  {kind:<17} {count:>12,}  {count / max(total, 1):7.2%}")
+
+
+def _land(sim_dir: Path, landing_dir: Path, late_share: float, seed: int) -> None:
+    from freshcart.landing import land_simulation
+
+    summary = land_simulation(sim_dir, landing_dir, late_share=late_share, seed=seed)
+    first, last = summary.arrival_dates[0], summary.arrival_dates[-1]
+    console.print(f"landed {summary.events:,} events ({summary.late:,} late) in {len(summary.files)} files, "
+                  f"arrival dates {first} .. {last} -> {landing_dir}")
+    console.print(f"  next: freshcart ingest --start {first} --end {last + timedelta(days=1)}", highlight=False)
 
 
 def _simulate_to_kafka(settings, config, rate: float | None, limit: int | None, fault_share: float) -> None:
