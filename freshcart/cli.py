@@ -96,7 +96,7 @@ def services_status() -> None:
 def ingest_file_command(
     path: Path = typer.Argument(..., help="The file to load (a folder for native Parquet)."),
     fmt: str = typer.Option(..., "--format", "-f", help="rees46 | taobao | native"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder [default: <data_dir>/offline/events]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <data_dir>/offline/events)."),
 ) -> None:
     """Load a REES46 or Taobao CSV (or FreshCart Parquet / JSON Lines) into canonical events.
 

@@ -40,7 +40,7 @@ def simulate(
     days: int = typer.Option(7, help="Days of traffic."),
     start: str = typer.Option("2025-01-06", help="First day (UTC), YYYY-MM-DD."),
     events_per_day: int = typer.Option(200_000, help="Expected events per day."),
-    out: Optional[Path] = typer.Option(None, help="Output folder [default: <data_dir>/simulation]."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: <data_dir>/simulation)."),
     overwrite: bool = typer.Option(False, help="Delete the output folder first."),
     to_kafka: bool = typer.Option(False, "--to-kafka", help="Produce to the events topic instead of Parquet."),
     rate: Optional[float] = typer.Option(None, help="With --to-kafka: target events/s (default: as fast as possible)."),

@@ -120,9 +120,19 @@ def _top_categories(ev: EventArrays, users: np.ndarray, days: np.ndarray) -> pa.
         .sort_values(["user", "D", "n", "cat"], ascending=[True, True, False, True])
     )
     top = ranked.groupby(["user", "D"], sort=False).head(spec.TOP_CATEGORIES)
-    lists = top.groupby(["user", "D"], sort=False)["cat"].agg(list).rename("top")
-    joined = wanted.merge(lists.reset_index(), on=["user", "D"], how="left")["top"]
-    return pa.array([v if isinstance(v, list) else [] for v in joined], pa.list_(pa.int64()))
+    # one list per (user, day) group, in rank order; then each wanted row takes its group's list
+    new_group = np.ones(len(top), dtype=bool)
+    new_group[1:] = (top["user"].to_numpy()[1:] != top["user"].to_numpy()[:-1]) | \
+                    (top["D"].to_numpy()[1:] != top["D"].to_numpy()[:-1])
+    starts = np.flatnonzero(new_group)
+    offsets = np.append(starts, len(top)).astype(np.int32)
+    lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(top["cat"].to_numpy(), pa.int64()))
+    groups = pd.DataFrame({"user": top["user"].to_numpy()[starts], "D": top["D"].to_numpy()[starts],
+                           "g": np.arange(len(starts))})
+    index = wanted.merge(groups, on=["user", "D"], how="left")["g"].to_numpy()
+    have = ~np.isnan(index)
+    taken = lists.take(pa.array(np.where(have, index, 0).astype(np.int64), mask=~have))
+    return pc.if_else(pc.is_null(taken), pa.scalar([], pa.list_(pa.int64())), taken)
 
 
 def _recent(order: Order, ev: EventArrays, rows: np.ndarray, lo_s: np.ndarray) -> tuple[pa.Array, pa.Array]:
