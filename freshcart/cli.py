@@ -146,9 +146,11 @@ def demo_command() -> None:
 
 from freshcart.cli_ingest import ingest  # noqa: E402  (registered after the shared helpers exist)
 from freshcart.cli_simulate import simulate  # noqa: E402  (registered after the shared helpers exist)
+from freshcart.cli_features import features_app  # noqa: E402  (registered after the shared helpers exist)
 
 app.command("simulate")(simulate)
 app.command("ingest")(ingest)
+app.add_typer(features_app, name="features")
 
 
 def main() -> None:

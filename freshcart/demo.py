@@ -1,7 +1,9 @@
 """`freshcart demo`: the main job end to end, on one machine.
 
-Simulates a week of shop traffic to Parquet, replays a slice of it through the
-Kafka broker and consumes it back, then prints what happened.
+Simulates a week of shop traffic, replays a slice of it through the Kafka
+broker and consumes it back, lands and ingests the week into the offline
+store, builds the feature tables, applies the Feast repository, materialises
+the online store and reads a few rows back, and builds a training set.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from pathlib import Path
 from dataclasses import dataclass
+from datetime import date, datetime, time as clock, timedelta, timezone
 
 import pyarrow.compute as pc
 from rich.console import Console
@@ -19,6 +23,7 @@ from freshcart.settings import Settings
 
 DEMO_SEED = 42
 REPLAY_EVENTS = 20_000
+LATE_SHARE = 0.005
 
 
 @dataclass
@@ -55,7 +60,65 @@ def replay_through_kafka(settings: Settings, records: list[dict]) -> ReplayResul
     )
 
 
+def _offline_store(settings: Settings, console: Console, sim_dir: Path) -> tuple[date, date]:
+    """Land the simulation by arrival date and ingest every arrival date into the offline store."""
+    from freshcart.landing import land_simulation
+    from freshcart.offline_ingest import ingest_interval
+
+    landed = land_simulation(sim_dir, settings.landing_dir, late_share=LATE_SHARE, seed=DEMO_SEED)
+    first, last = min(landed.arrival_dates), max(landed.arrival_dates)
+    console.print(f"landed {landed.events:,} events in {settings.landing_dir} "
+                  f"({landed.late:,} arriving 1-2 days late)")
+    report = ingest_interval(settings, first, last + timedelta(days=1))
+    console.print(f"ingested arrival dates [{report.start}, {report.end}): {report.rows_read:,} read, "
+                  f"{report.valid:,} valid, {report.rejected:,} rejected, {report.late:,} late, "
+                  f"{report.new_events:,} new -> {settings.offline_events_dir}")
+    return report.partitions[0], report.partitions[-1] + timedelta(days=1)
+
+
+def _features(settings: Settings, console: Console, start: date, end: date) -> None:
+    """Feature tables, feast apply, materialisation, and a few online rows."""
+    from freshcart.features import spec
+    from freshcart.features.materialize import materialize
+    from freshcart.features.store import apply, feature_store
+    from freshcart.features.tables import build_feature_tables, read_feature_table
+
+    built = build_feature_tables(settings, start, end)
+    console.print(f"feature tables [{start}, {end}): " + ", ".join(
+        f"{name} {rows:,}" for name, rows in built.rows.items()) + f" rows in {built.seconds:.1f}s")
+    applied = apply(settings)
+    if applied.returncode != 0:
+        raise SystemExit(f"feast apply failed:\n{applied.stdout}{applied.stderr}")
+    console.print(f"feast apply ({settings.profile} profile): "
+                  f"{len(spec.VIEWS)} feature views, 1 on-demand view, 2 feature services")
+    done = materialize(settings, _midnight(start), _midnight(end))
+    console.print(f"materialised: {done}")
+
+    users = read_feature_table(settings, "user_activity", end - timedelta(days=1), end)
+    sample = users.slice(users.num_rows - 3, 3).to_pylist()
+    online = feature_store(settings).get_online_features(
+        features=[f"user_activity:{f}" for f in ("views_1h", "views_24h", "purchases_7d",
+                                                 "avg_purchase_price_30d", "top_categories_30d")]
+        + ["user_session:session_events", "user_session:recent_product_ids"],
+        entity_rows=[{"user_id": row["user_id"]} for row in sample],
+    ).to_dict()
+    table = Table("user_id", "views_1h", "views_24h", "purchases_7d", "avg price 30d", "top categories",
+                  "session events", "recent products", title="online features (SQLite/Redis, read via Feast)")
+    for i in range(len(sample)):
+        avg = online["avg_purchase_price_30d"][i]
+        table.add_row(str(online["user_id"][i]), str(online["views_1h"][i]), str(online["views_24h"][i]),
+                      str(online["purchases_7d"][i]), "-" if avg is None else f"{avg:.2f}",
+                      str(len(online["top_categories_30d"][i] or [])),
+                      str(online["session_events"][i]), f"{len(online['recent_product_ids'][i] or [])} ids")
+    console.print(table)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, clock(), tzinfo=timezone.utc)
+
+
 def run_demo(settings: Settings, console: Console) -> None:
+    from freshcart.features.training_set import build_training_set
     from freshcart.simulator import SimulationConfig, iter_records, oracle_auc_from_dir, write_simulation
     from freshcart.storage import read_events
 
@@ -87,9 +150,25 @@ def run_demo(settings: Settings, console: Console) -> None:
         f"identical ids and contents: {'yes' if result.identical else 'NO'}"
     )
 
+    console.rule("3. land and ingest into the offline store")
+    start, end = _offline_store(settings, console, out_dir)
+
+    console.rule("4. features: tables, feast apply, materialise, online rows")
+    _features(settings, console, start, end)
+
+    console.rule("5. a point-in-time training set")
+    day = end - timedelta(days=3)
+    path = settings.data_dir / "training" / f"propensity_{day}.parquet"
+    _, report = build_training_set(settings, day, day + timedelta(days=1), path)
+    console.print(f"{report.examples:,} labelled views of {day} ({report.positives / report.examples:.2%} "
+                  f"bought within {settings.horizon_hours:g} h), {len(report.feature_columns)} features "
+                  f"as of strictly before each view, in {report.seconds:.1f}s -> {path}")
+
     console.rule("where things are")
-    console.print(f"events      {out_dir}/event_date=YYYY-MM-DD/data.parquet")
-    console.print(f"truth       {out_dir}/_truth/ (true purchase probability of every view)")
+    console.print(f"simulation  {out_dir}/event_date=YYYY-MM-DD/ (truth in _truth/)")
+    console.print(f"landing     {settings.landing_dir}/arrival_date=YYYY-MM-DD/")
+    console.print(f"offline     {settings.offline_events_dir}/ and {settings.feature_tables_dir}/<view>/")
+    console.print(f"feast repo  {settings.feature_repo_dir} (registry and online store under {settings.data_dir}/feast)")
     console.print(f"broker      {settings.bootstrap_servers}, logs in {settings.logs_dir}")
     if not result.identical:
         raise SystemExit("the events read back from Kafka differ from those produced")

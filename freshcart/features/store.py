@@ -36,6 +36,11 @@ class FeatureStoreError(RuntimeError):
     """The Feast repository cannot be used as configured; the message says what to do."""
 
 
+def feast_dir(settings: Settings) -> Path:
+    """Where the local profile keeps Feast's registry and SQLite online store (see feature_store.yaml)."""
+    return settings.data_dir / "feast"
+
+
 def yaml_path(settings: Settings) -> Path:
     """The ``feature_store.yaml`` of the settings' profile."""
     return settings.feature_repo_dir / YAML_FILES[settings.profile]
@@ -83,19 +88,29 @@ def _expand(text: str, variables: Mapping[str, str]) -> str:
     return _VAR.sub(replace, text)
 
 
+def _strings(value: Any) -> list[str]:
+    """Every string in a parsed YAML document."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
 def load_repo_config(settings: Settings) -> Any:
     """The profile's ``feature_store.yaml`` as Feast's ``RepoConfig``, expanded with :func:`feast_env`."""
-    from feast.errors import FeastConfigError
-    from feast.repo_config import RepoConfig
+    from feast.repo_config import FeastConfigError, RepoConfig
     from pydantic import ValidationError
 
     path = yaml_path(settings)
-    text = _expand(path.read_text(), {**os.environ, **feast_env(settings)})
-    left = sorted(set(m.group(1).strip("{}") for m in _VAR.finditer(text)))
+    raw = yaml.safe_load(_expand(path.read_text(), {**os.environ, **feast_env(settings)}))
+    left = sorted({m.group(1).strip("{}") for value in _strings(raw) for m in _VAR.finditer(value)})
     if left:
         raise FeatureStoreError(f"{path}: no value for {', '.join('$' + n for n in left)}")
     try:
-        config = RepoConfig(**yaml.safe_load(text))
+        config = RepoConfig(**raw)
     except ValidationError as exc:
         raise FeastConfigError(exc, path) from None
     config.repo_path = settings.feature_repo_dir
@@ -141,14 +156,15 @@ def repo_settings() -> Settings:
     missing = [name for name in expected if name not in (FEAST_YAML_ENV, "FRESHCART_PROFILE")
                and name not in os.environ]
     hint = 'run `eval "$(freshcart features env)"` first, or use `freshcart features plan|apply`'
-    if missing:
-        raise SystemExit(f"feature_repo: {', '.join(missing)} not set (feature_store.yaml reads it); {hint}")
     in_use = _yaml_in_use()
     if in_use is not None and in_use.name != YAML_FILES[settings.profile]:
-        raise SystemExit(
-            f"feature_repo: FRESHCART_PROFILE={settings.profile} but feast reads {in_use.name}; "
-            f"use `feast -f {YAML_FILES[settings.profile]} ...` or {hint}"
-        )
+        raise SystemExit(f"feature_repo: FRESHCART_PROFILE={settings.profile} but feast reads {in_use.name}; "
+                         f"use `feast -f {YAML_FILES[settings.profile]} ...` or {hint}")
+    if missing:
+        raise SystemExit(f"feature_repo: {', '.join(missing)} not set ({YAML_FILES[settings.profile]} reads "
+                         f"{'them' if len(missing) > 1 else 'it'}, FRESHCART_PROFILE={settings.profile}); {hint}")
+    if settings.profile == "local":
+        feast_dir(settings).mkdir(parents=True, exist_ok=True)  # Feast creates the registry file, not its folders
     return settings
 
 
@@ -178,11 +194,16 @@ def feast_dtype(dtype: pa.DataType) -> Any:
     raise FeatureStoreError(f"no Feast type for Arrow type {dtype}; extend freshcart.features.store.feast_dtype")
 
 
-def feast_fields(view: ViewSpec, *, keys: bool = True) -> list[Any]:
-    """Feast ``Field``s of a view: its keys (Int64) when ``keys``, then its features with descriptions."""
+def feast_fields(view: ViewSpec, *, descriptions: bool = True) -> list[Any]:
+    """Feast ``Field``s of a view: its keys (Int64), then its features (with their descriptions).
+
+    On-demand views need ``descriptions=False``: Feast compares their declared fields with
+    the fields it infers by running the function, and inferred fields have no description.
+    """
     from feast import Field
     from feast.types import Int64
 
-    fields = [Field(name=key, dtype=Int64, description=f"join key {key}") for key in view.keys] if keys else []
-    fields += [Field(name=f.name, dtype=feast_dtype(f.dtype), description=f.description) for f in view.features]
+    fields = [Field(name=key, dtype=Int64, description=f"join key {key}") for key in view.keys]
+    fields += [Field(name=f.name, dtype=feast_dtype(f.dtype), description=f.description if descriptions else "")
+               for f in view.features]
     return fields

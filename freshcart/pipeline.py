@@ -1,0 +1,182 @@
+"""One function per orchestrated task, addressed by its data interval; no framework imported.
+
+The Airflow DAGs in ``dags/`` call these (one call per task), and so can the CLI
+or a test. Each function takes the interval as ISO strings, loads the settings
+itself, calls the stage that does the work and returns a small JSON-serialisable
+summary (the interval, paths and counts, never data), which is what travels
+between tasks.
+
+Dates and times: ``start`` and ``end`` are ISO dates (``2025-01-06``) or
+datetimes (``2025-01-06T00:00:00+00:00``; naive means UTC). Day-based stages
+(ingestion by arrival date, feature tables by event date) cover every day the
+interval touches: ``[day(start), day(end))``, where ``day(end)`` is rounded up
+when ``end`` is not a midnight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+OFFLINE_EVENTS_ASSET_NAME = "freshcart_offline_events"
+"""Name of the Airflow asset the ingestion updates (the offline events store)."""
+OFFLINE_EVENTS_ASSET_URI = "freshcart://offline/events"
+"""URI of that asset; stable across profiles and data dirs, so producer and consumer agree."""
+
+_MAX_LIST = 400  # longest list copied into a summary (e.g. one entry per partition)
+_SKIP = object()  # marks a value that is data, not a count or a path
+
+
+class IntervalError(ValueError):
+    """A data interval is malformed or empty; the message names the bad value."""
+
+
+def parse_instant(value: str, name: str = "start") -> datetime:
+    """An ISO date or datetime string as an aware UTC datetime (naive values are UTC)."""
+    try:
+        parsed = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise IntervalError(
+            f"{name}={value!r} is not an ISO date or datetime; give e.g. 2025-01-06 or 2025-01-06T00:00:00+00:00"
+        ) from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def parse_interval(start: str, end: str) -> tuple[datetime, datetime]:
+    """``[start, end)`` as UTC datetimes; an empty or reversed interval raises :class:`IntervalError`."""
+    begin, finish = parse_instant(start, "start"), parse_instant(end, "end")
+    if finish <= begin:
+        raise IntervalError(f"interval end={end!r} is not after start={start!r}; give end > start")
+    return begin, finish
+
+
+def interval_days(start: str, end: str) -> tuple[date, date]:
+    """The days ``[first, last)`` that the interval ``[start, end)`` touches (UTC)."""
+    begin, finish = parse_interval(start, end)
+    last = finish.date() if finish.timetz() == time(0, tzinfo=timezone.utc) else finish.date() + timedelta(days=1)
+    return begin.date(), last
+
+
+def summarize(report: Any) -> dict[str, Any]:
+    """The scalar fields of a report object (dataclass, pydantic model or mapping) as JSON values.
+
+    Numbers, strings, booleans, paths, dates and counters are kept; tables,
+    arrays and other data are left out, so a summary stays small.
+    """
+    if report is None:
+        return {}
+    converted = _json_value(report)
+    if converted is _SKIP:
+        return {}
+    return converted if isinstance(converted, dict) else {"result": converted}
+
+
+def _fields(value: Any) -> dict[str, Any] | None:
+    """The fields of a dataclass instance or pydantic model, else None."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if hasattr(value, "model_dump") and not isinstance(value, type):
+        return dict(value.model_dump())
+    return None
+
+
+def _json_value(value: Any, depth: int = 0) -> Any:
+    """``value`` as a JSON value, or ``_SKIP`` when it is data rather than a count or a path."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy scalar
+        return _json_value(value.item(), depth)
+    if depth > 3:
+        return _SKIP
+    fields = _fields(value)
+    if fields is not None or (isinstance(value, Mapping) and len(value) <= _MAX_LIST):
+        pairs = (fields if fields is not None else value).items()
+        entries = {str(k): _json_value(v, depth + 1) for k, v in pairs if not str(k).startswith("_")}
+        return {k: v for k, v in entries.items() if v is not _SKIP}
+    if isinstance(value, (list, tuple, set, frozenset)) and len(value) <= _MAX_LIST:
+        ordered = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+        items = [_json_value(v, depth + 1) for v in ordered]
+        return items if all(v is not _SKIP for v in items) else _SKIP
+    return _SKIP
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=timezone.utc)
+
+
+def _interval_fields(start: datetime, end: datetime) -> dict[str, str]:
+    return {"start": start.isoformat(), "end": end.isoformat()}
+
+
+def ingest_events(start: str, end: str) -> dict[str, Any]:
+    """Ingest the landing zone's arrivals of ``[start, end)`` into the offline events store (an upsert).
+
+    Reads ``<landing_dir>/arrival_date=YYYY-MM-DD/`` for every day of the interval
+    and returns the interval, the store's path and the ingestion report's counts.
+    ``event_start`` / ``event_end`` span the event dates whose partitions the run
+    touched: late arrivals reach back before ``start``, so features computed from
+    ``event_start`` on see them.
+    """
+    from freshcart.offline_ingest import ingest_interval
+    from freshcart.settings import load_settings
+
+    settings = load_settings()
+    begin, finish = parse_interval(start, end)
+    first, last = interval_days(start, end)
+    report = ingest_interval(settings, first, last)
+    touched = sorted(report.partition_rows)
+    event_start = min([begin, *(_midnight(day) for day in touched[:1])])
+    event_end = max([finish, *(_midnight(day) + timedelta(days=1) for day in touched[-1:])])
+    return {
+        **summarize(report),
+        "landing_dir": str(settings.landing_dir),
+        "offline_events_dir": str(settings.offline_events_dir),
+        **_interval_fields(begin, finish),
+        "event_start": event_start.isoformat(),
+        "event_end": event_end.isoformat(),
+    }
+
+
+def build_features(start: str, end: str) -> dict[str, Any]:
+    """Compute the feature tables for the event dates of ``[start, end)`` from the offline events."""
+    from freshcart.features.tables import build_feature_tables
+    from freshcart.settings import load_settings
+
+    settings = load_settings()
+    begin, finish = parse_interval(start, end)
+    first, last = interval_days(start, end)
+    report = build_feature_tables(settings, first, last)
+    return {
+        **summarize(report),
+        "feature_tables_dir": str(settings.feature_tables_dir),
+        **_interval_fields(begin, finish),
+    }
+
+
+def materialize_features(start: str, end: str) -> dict[str, Any]:
+    """Write the feature rows of ``[start, end)`` into the profile's online store (through Feast)."""
+    from freshcart.features.materialize import materialize
+    from freshcart.settings import load_settings
+
+    settings = load_settings()
+    begin, finish = parse_interval(start, end)
+    report = materialize(settings, begin, finish)
+    return {
+        **summarize(report),
+        "entity_rows": report.entity_rows,
+        "profile": settings.profile,
+        **_interval_fields(begin, finish),
+    }

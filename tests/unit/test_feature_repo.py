@@ -1,0 +1,143 @@
+"""The Feast repository (feature_repo/) in the local profile: apply, plan, and schema errors Feast must catch.
+
+No servers: the local profile keeps its registry and SQLite online store in a temporary
+data dir. `feast` runs as a child process, as a user would run it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pyarrow as pa
+import pytest
+from feast.types import Array, Float64, Int64
+
+from freshcart.features import spec
+from freshcart.features.store import (
+    FeatureStoreError, feast_dtype, feast_env, feature_store, load_repo_config, redis_connection_string,
+    repo_settings, run_feast,
+)
+from freshcart.settings import Settings, load_settings
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A local-profile data dir where `freshcart features apply` (feast apply) has run once."""
+    settings = load_settings(profile="local", data_dir=tmp_path_factory.mktemp("feast-local"))
+    done = run_feast(settings, "apply", capture=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Created feature view user_activity" in done.stdout
+    return settings
+
+
+def test_apply_registers_the_spec(applied: Settings) -> None:
+    store = feature_store(applied)
+    views = {fv.name: fv for fv in store.list_feature_views()}
+    assert set(views) == set(spec.VIEWS)
+    for name, view in spec.VIEWS.items():
+        fv = views[name]
+        assert [f.name for f in fv.features] == view.feature_names
+        assert [f.dtype for f in fv.features] == [feast_dtype(f.dtype) for f in view.features]
+        assert [f.description for f in fv.features] == [f.description for f in view.features]
+        assert sorted(c.name for c in fv.entity_columns) == sorted(view.keys)
+        assert fv.ttl == spec.LOOKBACK and fv.description == view.description
+        assert fv.batch_source.path == str(applied.feature_tables_dir / name)
+        assert fv.stream_source.name == f"{name}_push" and fv.stream_source.description
+    assert views["user_session"].features[-1].dtype == Array(Int64)
+    assert sorted(views["user_category"].entities) == ["category", "user"]
+    odfv = store.get_on_demand_feature_view("propensity_on_demand")
+    assert [f.name for f in odfv.features] == spec.ON_DEMAND.feature_names
+    assert set(odfv.source_request_sources["propensity_request"].schema[i].name for i in range(3)) == set(spec.REQUEST_FIELDS)
+    xgb = {p.name: [f.name for f in p.features] for p in store.get_feature_service("propensity_xgboost").feature_view_projections}
+    assert "top_categories_30d" not in xgb["user_activity"] and "last_event_ts" in xgb["user_activity"]
+    assert xgb["user_session"] == ["session_events", "session_products", "session_carts"]
+    assert xgb["propensity_on_demand"] == spec.ON_DEMAND.feature_names
+    assert len(xgb["product_activity"]) == len(spec.PRODUCT_ACTIVITY.features)
+    seq = {p.name: [f.name for f in p.features] for p in store.get_feature_service("propensity_sequence").feature_view_projections}
+    assert {"recent_product_ids", "recent_category_ids"} <= set(seq["user_session"])
+    for service in store.list_feature_services():
+        assert service.description
+    for entity in store.list_entities():
+        assert entity.description
+
+
+def test_plan_after_apply_changes_nothing(applied: Settings) -> None:
+    done = run_feast(applied, "plan", capture=True)
+    assert done.returncode == 0, done.stderr
+    assert "No changes to registry" in done.stdout and "No changes to infrastructure" in done.stdout
+
+
+BROKEN = {
+    "missing entity": (
+        "from feast import Entity, FeatureView, Field\nfrom feast.types import Int64\n"
+        "from freshcart_sources import user_activity_push\n"
+        "broken = FeatureView(name='broken', entities=[Entity(name='shop', join_keys=['shop_id'])],\n"
+        "    schema=[Field(name='views_1h', dtype=Int64)], source=user_activity_push)\n",
+        "Entity shop does not exist in project freshcart",
+    ),
+    "on-demand dtype mismatch": (
+        "from feast import Field\nfrom feast.on_demand_feature_view import on_demand_feature_view\n"
+        "from feast.types import String\nimport pandas as pd\n"
+        "from freshcart_views import propensity_request, user_activity\n"
+        "@on_demand_feature_view(sources=[user_activity, propensity_request],\n"
+        "    schema=[Field(name='price_ratio', dtype=String)], mode='pandas')\n"
+        "def broken(inputs: pd.DataFrame) -> pd.DataFrame:\n"
+        "    return pd.DataFrame({'price_ratio': inputs['request_price'] / 2.0})\n",
+        "Explicitly specified features",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_feast_plan_catches_a_broken_definition(case: str, tmp_path: Path) -> None:
+    repo = tmp_path / "feature_repo"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "feature_repo", repo,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.md"))
+    source, message = BROKEN[case]
+    (repo / "broken_definition.py").write_text(source)
+    settings = load_settings(profile="local", data_dir=tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-m", "feast.cli.cli", "--chdir", str(repo), "--feature-store-yaml",
+         str(repo / "feature_store.yaml"), "plan"],
+        env={**os.environ, **feast_env(settings)}, capture_output=True, text=True, cwd=repo)
+    assert done.returncode != 0
+    assert message in done.stdout + done.stderr
+
+
+def test_definitions_stop_without_their_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("FRESHCART_DATA_DIR", raising=False)
+    monkeypatch.setenv("FRESHCART_PROFILE", "local")
+    with pytest.raises(SystemExit, match=r"FRESHCART_DATA_DIR not set \(feature_store.yaml reads it"):
+        repo_settings()
+    monkeypatch.setenv("FRESHCART_DATA_DIR", str(tmp_path))
+    assert repo_settings().data_dir == tmp_path and (tmp_path / "feast").is_dir()
+    production_yaml = click.Context(click.Command("plan"), obj={"FS_YAML_FILE": Path("feature_store.production.yaml")})
+    with production_yaml, pytest.raises(SystemExit, match="FRESHCART_PROFILE=local but feast reads feature_store.prod"):
+        repo_settings()
+
+
+def test_repo_config_comes_from_the_settings(tmp_path: Path) -> None:
+    local = load_repo_config(load_settings(profile="local", data_dir=tmp_path))
+    assert local.registry.path == f"{tmp_path}/feast/registry.db"
+    assert local.online_store.type == "sqlite" and local.online_store.path == f"{tmp_path}/feast/online_store.db"
+    assert local.offline_store.type == "file" and local.entity_key_serialization_version == 3
+    prod = load_repo_config(load_settings(profile="production", data_dir=tmp_path, redis_port=26379,
+                                          postgres_port=25432, postgres_password="s3cret"))
+    assert prod.registry.registry_type == "sql"
+    assert prod.registry.path == "postgresql+psycopg://freshcart:s3cret@127.0.0.1:25432/freshcart"
+    assert prod.online_store.type == "redis" and prod.online_store.connection_string == "127.0.0.1:26379,db=0"
+    assert redis_connection_string("redis://:p%40ss@cache:6380/3") == "cache:6380,db=3,password=p@ss"
+    with pytest.raises(FeatureStoreError, match="expected redis://"):
+        redis_connection_string("http://cache:6379")
+
+
+def test_arrow_types_map_to_feast_types() -> None:
+    assert feast_dtype(pa.int64()) == Int64 and feast_dtype(pa.float64()) == Float64
+    assert feast_dtype(pa.list_(pa.int64())) == Array(Int64)
+    with pytest.raises(FeatureStoreError, match="no Feast type for Arrow type"):
+        feast_dtype(pa.dictionary(pa.int8(), pa.string()))
