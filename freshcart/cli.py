@@ -138,7 +138,7 @@ def ingest_file_command(
 
 @app.command("demo")
 def demo_command() -> None:
-    """Simulate a week of traffic, replay a slice through Kafka and print a summary (`make demo`)."""
+    """The main job end to end: simulate, replay through Kafka, ingest, build features, apply, materialise, train set (`make demo`)."""
     from freshcart.demo import run_demo
 
     run_demo(_settings(), console)

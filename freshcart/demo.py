@@ -92,7 +92,10 @@ def _features(settings: Settings, console: Console, start: date, end: date) -> N
     console.print(f"feast apply ({settings.profile} profile): "
                   f"{len(spec.VIEWS)} feature views, 1 on-demand view, 2 feature services")
     done = materialize(settings, _midnight(start), _midnight(end))
-    console.print(f"materialised: {done}")
+    rows = sum(view.entity_rows for view in done.views)
+    console.print(f"materialised [{start}, {end}) into the {done.online_store} online store with the "
+                  f"{done.writer}: {rows:,} entity rows (" + ", ".join(
+                      f"{view.view} {view.entity_rows:,}" for view in done.views) + f") in {done.seconds:.1f}s")
 
     users = read_feature_table(settings, "user_activity", end - timedelta(days=1), end)
     sample = users.slice(users.num_rows - 3, 3).to_pylist()
@@ -102,8 +105,8 @@ def _features(settings: Settings, console: Console, start: date, end: date) -> N
         + ["user_session:session_events", "user_session:recent_product_ids"],
         entity_rows=[{"user_id": row["user_id"]} for row in sample],
     ).to_dict()
-    table = Table("user_id", "views_1h", "views_24h", "purchases_7d", "avg price 30d", "top categories",
-                  "session events", "recent products", title="online features (SQLite/Redis, read via Feast)")
+    table = Table("user", "views 1h", "views 24h", "buys 7d", "avg price", "top cats", "session", "recent",
+                  title=f"online features of 3 shoppers, read via Feast ({settings.profile} profile)")
     for i in range(len(sample)):
         avg = online["avg_purchase_price_30d"][i]
         table.add_row(str(online["user_id"][i]), str(online["views_1h"][i]), str(online["views_24h"][i]),

@@ -125,7 +125,7 @@ def ingest_events(start: str, end: str) -> dict[str, Any]:
     """Ingest the landing zone's arrivals of ``[start, end)`` into the offline events store (an upsert).
 
     Reads ``<landing_dir>/arrival_date=YYYY-MM-DD/`` for every day of the interval
-    and returns the interval, the store's path and the ingestion report's counts.
+    and returns the interval and the ingestion report's paths and counts.
     ``event_start`` / ``event_end`` span the event dates whose partitions the run
     touched: late arrivals reach back before ``start``, so features computed from
     ``event_start`` on see them.
@@ -142,8 +142,6 @@ def ingest_events(start: str, end: str) -> dict[str, Any]:
     event_end = max([finish, *(_midnight(day) + timedelta(days=1) for day in touched[-1:])])
     return {
         **summarize(report),
-        "landing_dir": str(settings.landing_dir),
-        "offline_events_dir": str(settings.offline_events_dir),
         **_interval_fields(begin, finish),
         "event_start": event_start.isoformat(),
         "event_end": event_end.isoformat(),
@@ -161,7 +159,6 @@ def build_features(start: str, end: str) -> dict[str, Any]:
     report = build_feature_tables(settings, first, last)
     return {
         **summarize(report),
-        "feature_tables_dir": str(settings.feature_tables_dir),
         **_interval_fields(begin, finish),
     }
 

@@ -75,12 +75,12 @@ def _texts(unique: list[object]) -> tuple[bytes, np.ndarray, np.ndarray]:
 def _scalar_column(arr: pa.Array, double: bool) -> Column:
     """int64 / float64: each distinct value (bit pattern) encoded once; cells point at it."""
     n = len(arr)
-    raw = arr.to_numpy(zero_copy_only=False)
     valid = ~np.asarray(arr.is_null())
+    raw = arr.fill_null(0).to_numpy(zero_copy_only=False)  # exact: int64 stays int64
     if double:
-        raw = np.where(valid, raw, 0.0).astype(np.float64)
-        valid &= ~np.isnan(raw)
-    bits = np.where(valid, raw, 0).astype(np.float64 if double else np.int64).view(np.int64)
+        valid &= ~np.isnan(raw)  # Feast stores NaN as null
+        raw = np.where(valid, raw, 0.0)
+    bits = raw.astype(np.float64 if double else np.int64).view(np.int64)
     uniq, inverse = np.unique(bits[valid], return_inverse=True)
     if double:
         width = np.full(len(uniq), 9, np.int64)

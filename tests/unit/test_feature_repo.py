@@ -72,13 +72,13 @@ def test_plan_after_apply_changes_nothing(applied: Settings) -> None:
     assert "No changes to registry" in done.stdout and "No changes to infrastructure" in done.stdout
 
 
-BROKEN = {
-    "missing entity": (
-        "from feast import Entity, FeatureView, Field\nfrom feast.types import Int64\n"
-        "from freshcart_sources import user_activity_push\n"
-        "broken = FeatureView(name='broken', entities=[Entity(name='shop', join_keys=['shop_id'])],\n"
-        "    schema=[Field(name='views_1h', dtype=Int64)], source=user_activity_push)\n",
-        "Entity shop does not exist in project freshcart",
+BROKEN = {  # a definition that contradicts the schema, and the message Feast gives
+    "key dtype mismatch": (
+        "from feast import FeatureView, Field\nfrom feast.types import Int64, String\n"
+        "from freshcart_sources import user, user_activity_push\n"
+        "broken = FeatureView(name='broken', entities=[user], source=user_activity_push,\n"
+        "    schema=[Field(name='user_id', dtype=String), Field(name='views_1h', dtype=Int64)])\n",
+        "Entity user has type ValueType.INT64, which does not match the inferred type String",
     ),
     "on-demand dtype mismatch": (
         "from feast import Field\nfrom feast.on_demand_feature_view import on_demand_feature_view\n"
@@ -88,25 +88,29 @@ BROKEN = {
         "    schema=[Field(name='price_ratio', dtype=String)], mode='pandas')\n"
         "def broken(inputs: pd.DataFrame) -> pd.DataFrame:\n"
         "    return pd.DataFrame({'price_ratio': inputs['request_price'] / 2.0})\n",
-        "Explicitly specified features",
+        "Explicitly specified features [Field(\n    name='price_ratio',\n    dtype=<PrimitiveFeastType.STRING",
     ),
 }
 
 
-@pytest.mark.parametrize("case", sorted(BROKEN))
-def test_feast_plan_catches_a_broken_definition(case: str, tmp_path: Path) -> None:
-    repo = tmp_path / "feature_repo"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "feature_repo", repo,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.md"))
-    source, message = BROKEN[case]
-    (repo / "broken_definition.py").write_text(source)
-    settings = load_settings(profile="local", data_dir=tmp_path / "data")
-    done = subprocess.run(
-        [sys.executable, "-m", "feast.cli.cli", "--chdir", str(repo), "--feature-store-yaml",
-         str(repo / "feature_store.yaml"), "plan"],
-        env={**os.environ, **feast_env(settings)}, capture_output=True, text=True, cwd=repo)
-    assert done.returncode != 0
-    assert message in done.stdout + done.stderr
+def test_feast_plan_catches_broken_definitions(tmp_path: Path) -> None:
+    """Each broken copy of the repository is planned by `feast plan` (in parallel); each must fail with Feast's message."""
+    runs = {}
+    for number, (case, (source, _)) in enumerate(sorted(BROKEN.items())):
+        repo = tmp_path / f"repo{number}"
+        shutil.copytree(Path(__file__).resolve().parents[2] / "feature_repo", repo,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.md"))
+        (repo / "broken_definition.py").write_text(source)
+        settings = load_settings(profile="local", data_dir=tmp_path / f"data{number}")
+        runs[case] = subprocess.Popen(
+            [sys.executable, "-m", "feast.cli.cli", "--chdir", str(repo), "--feature-store-yaml",
+             str(repo / "feature_store.yaml"), "plan"],
+            env={**os.environ, **feast_env(settings)}, cwd=repo, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for case, run in runs.items():
+        output, _ = run.communicate(timeout=300)
+        assert run.returncode != 0, f"{case}: feast plan accepted it:\n{output}"
+        assert BROKEN[case][1] in output, f"{case}:\n{output}"
 
 
 def test_definitions_stop_without_their_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
