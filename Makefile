@@ -57,8 +57,10 @@ test: setup ## Unit and integration tests against real servers (starts and stops
 test-unit: setup ## Unit tests only (no servers)
 	$(PY) -m pytest tests/unit -q
 
-bench: setup ## Benchmarks: simulator throughput
+bench: setup ## Benchmarks: simulator throughput, materialisation rows/s, 1 M-example training set
 	$(PY) bench/bench_simulator.py
+	@if [ -f bench/bench_materialize.py ]; then $(PY) bench/bench_materialize.py; fi
+	$(PY) bench/bench_training_set.py
 
 clean: services-down ## Remove generated data (keeps the environment)
 	rm -rf data

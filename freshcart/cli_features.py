@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(soft_wrap=True)
@@ -20,7 +21,7 @@ features_app = typer.Typer(
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -39,7 +40,7 @@ def _feast(command: str) -> None:
 
     settings = _settings()
     err.print(f"feast {command}: {settings.profile} profile, {yaml_path(settings)}, data in {settings.data_dir}",
-              highlight=False)
+              highlight=False, markup=False)
     try:
         done = run_feast(settings, command)
     except FeatureStoreError as exc:
@@ -105,21 +106,22 @@ def materialize_command(
     names = [v.strip() for v in views.split(",") if v.strip()] if views else None
     if incremental:
         finish = _instant(end, "--end") if end else datetime.now(timezone.utc)
-        err.print(f"materialising incrementally up to {finish.isoformat()} ({settings.profile} profile)", highlight=False)
+        err.print(f"materialising incrementally up to {finish.isoformat()} ({settings.profile} profile)",
+                  highlight=False, markup=False)
     else:
         begin = _instant(start or "", "--start")
         finish = _instant(end, "--end") if end else begin + timedelta(days=1)
         err.print(f"materialising [{begin.isoformat()}, {finish.isoformat()}) ({settings.profile} profile)",
-                  highlight=False)
+                  highlight=False, markup=False)
 
     def show(view: ViewReport) -> None:
         if view.files == 0:
             console.print(f"  {view.view:<18} no feature tables in [{view.start:%Y-%m-%d %H:%M}, "
-                          f"{view.end:%Y-%m-%d %H:%M}) - skipped", highlight=False)
+                          f"{view.end:%Y-%m-%d %H:%M}) - skipped", highlight=False, markup=False)
             return
         console.print(f"  {view.view:<18} [{view.start:%Y-%m-%d %H:%M}, {view.end:%Y-%m-%d %H:%M})  "
                       f"{view.offline_rows:>11,} offline rows -> {view.entity_rows:>10,} entity rows  "
-                      f"{view.seconds:6.2f}s", highlight=False)
+                      f"{view.seconds:6.2f}s", highlight=False, markup=False)
 
     try:
         if incremental:
@@ -129,11 +131,11 @@ def materialize_command(
     except (MaterializeError, FeatureStoreError) as exc:
         _fail(str(exc))
     if not report.views:
-        console.print("every view is already materialised up to the end; nothing to do", highlight=False)
+        console.print("every view is already materialised up to the end; nothing to do", markup=False)
         return
     console.print(f"{report.entity_rows:,} entity rows into the {report.online_store} online store "
                   f"({report.writer}) in {report.seconds:.2f}s: {report.rows_per_second:,.0f} entity rows/s",
-                  highlight=False)
+                  highlight=False, markup=False)
 
 
 def _shown(value: Any) -> str:
@@ -195,7 +197,7 @@ def online(
     console.print(table)
     if all(column[0] is None for name, column in values.items() if name.startswith("user_activity__")):
         err.print(f"note: no online values for user {user_id}; materialise first "
-                  "(`freshcart features materialize --start ... --end ...`)", highlight=False)
+                  "(`freshcart features materialize --start ... --end ...`)", highlight=False, markup=False)
 
 
 def _register_batch_commands() -> None:

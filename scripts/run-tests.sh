@@ -9,7 +9,9 @@ PY=.venv/bin/python
 cleanup() { "$FRESHCART" services down || true; }
 trap cleanup EXIT
 
-"$FRESHCART" services up || exit 1
+# The production profile's servers too (Kafka, Redis, PostgreSQL): the integration tests run
+# both profiles. `services down` stops all of them whatever the profile.
+FRESHCART_PROFILE=production "$FRESHCART" services up || exit 1
 "$PY" -m pytest tests/unit tests/integration -q "$@"
 rc=$?
 # pytest exits 5 when it collected no test: that is a failure of the suite, say so.

@@ -187,8 +187,9 @@ def _materialize_view(store: Any, fv: Any, start: datetime, end: datetime, files
         if table.num_rows:
             (_write_sqlite if fast else _write_feast)(store, fv, table)
     except Exception:
-        fv.state = previous
-        store.registry.apply_feature_view(fv, store.project, commit=True)
+        if previous != fv.state and previous.name != "STATE_UNSPECIFIED":  # Feast's rollback
+            fv.state = previous
+            store.registry.apply_feature_view(fv, store.project, commit=True)
         raise
     store.registry.apply_materialization(fv, store.project, start, end)
     return ViewReport(fv.name, start, end, len(files), rows, table.num_rows, time.perf_counter() - began)

@@ -121,6 +121,8 @@ def feature_store(settings: Settings) -> Any:
     """A ``feast.FeatureStore`` for the settings' profile (nothing is applied or written)."""
     from feast import FeatureStore
 
+    if settings.profile == "local":
+        feast_dir(settings).mkdir(parents=True, exist_ok=True)  # Feast creates the registry file, not its folders
     return FeatureStore(repo_path=str(settings.feature_repo_dir), config=load_repo_config(settings))
 
 

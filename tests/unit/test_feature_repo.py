@@ -17,6 +17,9 @@ import pyarrow as pa
 import pytest
 from feast.types import Array, Float64, Int64
 
+from typer.testing import CliRunner
+
+from freshcart.cli import app
 from freshcart.features import spec
 from freshcart.features.store import (
     FeatureStoreError, feast_dtype, feast_env, feature_store, load_repo_config, redis_connection_string,
@@ -145,3 +148,24 @@ def test_arrow_types_map_to_feast_types() -> None:
     assert feast_dtype(pa.list_(pa.int64())) == Array(Int64)
     with pytest.raises(FeatureStoreError, match="no Feast type for Arrow type"):
         feast_dtype(pa.dictionary(pa.int8(), pa.string()))
+
+
+def test_cli_features_commands(applied: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    runner = CliRunner()
+    listed = runner.invoke(app, ["features", "--help"])
+    for command in ("plan", "apply", "env", "materialize", "online", "build", "training-set"):
+        assert command in listed.output
+    monkeypatch.setenv("FRESHCART_PROFILE", "local")
+    monkeypatch.setenv("FRESHCART_DATA_DIR", str(applied.data_dir))
+    exports = runner.invoke(app, ["features", "env"])
+    assert exports.exit_code == 0 and f"export FRESHCART_DATA_DIR={applied.data_dir}\n" in exports.output
+    assert "export FEAST_FS_YAML_FILE_PATH=" in exports.output and "feature_store.yaml" in exports.output
+    neither = runner.invoke(app, ["features", "materialize"])
+    assert neither.exit_code == 2 and "give either --start [--end] or --incremental [--end]" in neither.output
+    no_tables = runner.invoke(app, ["features", "materialize", "--start", "2026-10-05"])
+    assert no_tables.exit_code == 1, no_tables.output
+    assert ("no feature tables for [2026-10-05T00:00:00+00:00, 2026-10-06T00:00:00+00:00)" in no_tables.output
+            and "run `freshcart features build --start 2026-10-05 --end 2026-10-06` first" in no_tables.output)
+    monkeypatch.setenv("FRESHCART_DATA_DIR", str(tmp_path))
+    not_applied = runner.invoke(app, ["features", "materialize", "--incremental", "--end", "2026-10-05"])
+    assert not_applied.exit_code == 1 and "run `freshcart features apply` first" in not_applied.output
