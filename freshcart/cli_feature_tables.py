@@ -10,16 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from freshcart.cli_ingest import _day
+
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-
-def _day(text: str, option: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        err.print(f"[red]error:[/red] {option} {text!r} is not a date; use YYYY-MM-DD", highlight=False)
-        raise typer.Exit(2) from None
 
 
 def _interval(start: str, end: Optional[str]) -> tuple[date, date]:
