@@ -16,7 +16,8 @@ from freshcart.features.store import PROJECT, repo_settings
 
 settings = repo_settings()
 
-freshcart = Project(name=PROJECT, description="FreshCart: features for e-commerce purchase propensity and recommendation.")
+freshcart = Project(
+    name=PROJECT, description="FreshCart: features for e-commerce purchase propensity and recommendation.")
 
 user = Entity(
     name="user", join_keys=["user_id"], value_type=ValueType.INT64,

@@ -81,7 +81,8 @@ def env() -> None:
 
 @features_app.command("materialize")
 def materialize_command(
-    start: Optional[str] = typer.Option(None, help="Start of the interval (inclusive): YYYY-MM-DD or an ISO time, UTC."),
+    start: Optional[str] = typer.Option(
+        None, help="Start of the interval (inclusive): YYYY-MM-DD or an ISO time, UTC."),
     end: Optional[str] = typer.Option(
         None, help="End (exclusive). Default: the day after --start; with --incremental: now."),
     incremental: bool = typer.Option(

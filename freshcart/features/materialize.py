@@ -92,7 +92,12 @@ def read_latest(files: list[Path], keys: list[str], features: list[str], start: 
                 end: datetime) -> tuple[pa.Table, int]:
     """The latest row per key among the rows of [start, end) in ``files``, and how many rows that range held."""
     columns = [*keys, TIMESTAMP, *features]
-    tables = [pq.read_table(f, columns=columns) for f in files]
+    tables = []
+    for path in files:
+        try:
+            tables.append(pq.read_table(path, columns=columns))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise MaterializeError(f"{path}: {exc}; rebuild it with `freshcart features build`") from None
     if not tables:
         return pa.table({c: pa.array([], pa.int64()) for c in columns}), 0
     table = pa.concat_tables(tables, promote_options="permissive")
@@ -183,9 +188,10 @@ def _materialize_view(store: Any, fv: Any, start: datetime, end: datetime, files
     keys = [c.name for c in fv.entity_columns]
     table, rows = read_latest(files, keys, [f.name for f in fv.features], start, end)
     previous = _begin(store, fv)
+    int_keys = all(c.dtype.to_value_type().name == "INT64" for c in fv.entity_columns)
     try:
         if table.num_rows:
-            (_write_sqlite if fast else _write_feast)(store, fv, table)
+            (_write_sqlite if fast and int_keys else _write_feast)(store, fv, table)
     except Exception:
         if previous != fv.state and previous.name != "STATE_UNSPECIFIED":  # Feast's rollback
             fv.state = previous

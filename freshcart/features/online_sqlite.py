@@ -226,7 +226,8 @@ def write_rows(conn: sqlite3.Connection, table: str, keys: np.ndarray, seconds: 
 INSERT INTO "{table.replace('"', '""')}" (entity_key, feature_name, value, value_text, event_ts, created_ts)
 SELECT substr(:keys, (k / :nf) * :kw + 1, :kw),
        rtrim(CAST(substr(:names, (k % :nf) * :nw + 1, :nw) AS TEXT)),
-       substr(:vals, CAST(substr(:vidx, k * 18 + 1, 12) AS INTEGER) + 1, CAST(substr(:vidx, k * 18 + 13, 6) AS INTEGER)),
+       substr(:vals, CAST(substr(:vidx, k * 18 + 1, 12) AS INTEGER) + 1,
+              CAST(substr(:vidx, k * 18 + 13, 6) AS INTEGER)),
        NULLIF(CAST(substr(:texts, CAST(substr(:tidx, k * 18 + 1, 12) AS INTEGER) + 1,
                           CAST(substr(:tidx, k * 18 + 13, 6) AS INTEGER)) AS TEXT), ''),
        CAST(substr(:ts, (k / :nf) * {_TS_DIGITS} + 1, {_TS_DIGITS}) AS INTEGER), NULL

@@ -118,7 +118,7 @@ def load_repo_config(settings: Settings) -> Any:
 
 
 def feature_store(settings: Settings) -> Any:
-    """A ``feast.FeatureStore`` for the settings' profile (nothing is applied or written)."""
+    """A ``feast.FeatureStore`` for the settings' profile; applies nothing (local: makes ``data/feast/``)."""
     from feast import FeatureStore
 
     if settings.profile == "local":
@@ -139,7 +139,8 @@ def run_feast(settings: Settings, *args: str, capture: bool = False) -> subproce
     the caller; the output is Feast's own (captured when ``capture``).
     """
     env = {**os.environ, **feast_env(settings)}
-    return subprocess.run(feast_command(settings, *args), env=env, text=True, capture_output=capture)
+    return subprocess.run(feast_command(settings, *args), env=env, text=True, capture_output=capture,
+                          cwd=settings.feature_repo_dir)
 
 
 def apply(settings: Settings) -> subprocess.CompletedProcess[str]:

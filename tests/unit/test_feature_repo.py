@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import pyarrow as pa
@@ -38,6 +39,11 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return settings
 
 
+def projections(store: Any, service: str) -> dict[str, list[str]]:
+    """Feature names per view of a feature service."""
+    return {p.name: [f.name for f in p.features] for p in store.get_feature_service(service).feature_view_projections}
+
+
 def test_apply_registers_the_spec(applied: Settings) -> None:
     store = feature_store(applied)
     views = {fv.name: fv for fv in store.list_feature_views()}
@@ -55,13 +61,13 @@ def test_apply_registers_the_spec(applied: Settings) -> None:
     assert sorted(views["user_category"].entities) == ["category", "user"]
     odfv = store.get_on_demand_feature_view("propensity_on_demand")
     assert [f.name for f in odfv.features] == spec.ON_DEMAND.feature_names
-    assert set(odfv.source_request_sources["propensity_request"].schema[i].name for i in range(3)) == set(spec.REQUEST_FIELDS)
-    xgb = {p.name: [f.name for f in p.features] for p in store.get_feature_service("propensity_xgboost").feature_view_projections}
+    assert {f.name for f in odfv.source_request_sources["propensity_request"].schema} == set(spec.REQUEST_FIELDS)
+    xgb = projections(store, "propensity_xgboost")
     assert "top_categories_30d" not in xgb["user_activity"] and "last_event_ts" in xgb["user_activity"]
     assert xgb["user_session"] == ["session_events", "session_products", "session_carts"]
     assert xgb["propensity_on_demand"] == spec.ON_DEMAND.feature_names
     assert len(xgb["product_activity"]) == len(spec.PRODUCT_ACTIVITY.features)
-    seq = {p.name: [f.name for f in p.features] for p in store.get_feature_service("propensity_sequence").feature_view_projections}
+    seq = projections(store, "propensity_sequence")
     assert {"recent_product_ids", "recent_category_ids"} <= set(seq["user_session"])
     for service in store.list_feature_services():
         assert service.description
@@ -97,7 +103,7 @@ BROKEN = {  # a definition that contradicts the schema, and the message Feast gi
 
 
 def test_feast_plan_catches_broken_definitions(tmp_path: Path) -> None:
-    """Each broken copy of the repository is planned by `feast plan` (in parallel); each must fail with Feast's message."""
+    """`feast plan` of each broken copy of the repository (run in parallel) fails with Feast's message."""
     runs = {}
     for number, (case, (source, _)) in enumerate(sorted(BROKEN.items())):
         repo = tmp_path / f"repo{number}"

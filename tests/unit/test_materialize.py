@@ -57,8 +57,8 @@ def random_tables(seed: int, n: int = 400) -> dict[str, pa.Table]:
                 values[rng.random(n) < 0.05] = -0.0
                 cols[f.name] = pa.array(values, mask=rng.random(n) < 0.1)
             else:
-                cols[f.name] = pa.array([None if rng.random() < 0.1 else rng.integers(-2, 10**7, rng.integers(0, 21)).tolist()
-                                         for _ in range(n)], pa.list_(pa.int64()))
+                lists = [rng.integers(-2, 10**7, rng.integers(0, 21)).tolist() for _ in range(n)]
+                cols[f.name] = pa.array([None if rng.random() < 0.1 else x for x in lists], pa.list_(pa.int64()))
         tables[name] = pa.table(cols).cast(view.schema)
     return tables
 
@@ -186,8 +186,8 @@ def test_entity_keys_and_times_encode_as_feast_does() -> None:
     users, categories = np.array([1, -7, 2**62]), np.array([5, 0, 9])
     keys = online_sqlite.entity_keys({"user_id": users, "category_id": categories}, 3)
     for i in range(3):
-        proto = EntityKeyProto(join_keys=["user_id", "category_id"],
-                               entity_values=[ValueProto(int64_val=int(users[i])), ValueProto(int64_val=int(categories[i]))])
+        values = [ValueProto(int64_val=int(users[i])), ValueProto(int64_val=int(categories[i]))]
+        proto = EntityKeyProto(join_keys=["user_id", "category_id"], entity_values=values)
         assert keys[i].tobytes() == serialize_entity_key(proto, 3)
     micros = np.array([0, 1_790_000_000_999_999, 1_790_000_001_000_000])
     assert online_sqlite.epoch_seconds(micros).tolist() == [0, 1_790_000_000, 1_790_000_001]
