@@ -151,6 +151,9 @@ from freshcart.cli_features import features_app  # noqa: E402  (registered after
 app.command("simulate")(simulate)
 app.command("ingest")(ingest)
 app.add_typer(features_app, name="features")
+from freshcart.cli_stream import stream_app  # noqa: E402  (registered after the shared helpers exist)
+
+app.add_typer(stream_app, name="stream")
 
 
 def main() -> None:

@@ -17,10 +17,11 @@ from freshcart.settings import Settings
 
 
 def topic_specs(settings: Settings) -> dict[str, dict]:
-    """The topics FreshCart needs: events (keyed by user_id, several partitions) and dead letters."""
+    """The topics FreshCart needs: events (keyed by user_id), dead letters, events re-partitioned by product."""
     return {
         settings.events_topic: {"num_partitions": settings.events_partitions, "replication_factor": 1},
         settings.dlq_topic: {"num_partitions": 1, "replication_factor": 1},
+        settings.product_topic: {"num_partitions": settings.events_partitions, "replication_factor": 1},
     }
 
 

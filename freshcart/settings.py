@@ -64,6 +64,34 @@ class Settings(BaseSettings):
     )
     events_partitions: int = Field(4, ge=1, le=64, description="Partitions of the events topic.")
 
+    # Stream processor (`freshcart stream consume`)
+    product_topic: str = Field(
+        "freshcart.events.by-product", min_length=1,
+        description="Internal topic: accepted events re-partitioned by product_id for the product features.",
+    )
+    stream_group: str = Field("freshcart-stream", min_length=1, description="Consumer group of the stream processor.")
+    stream_batch_size: int = Field(
+        2000, ge=1, le=100_000, description="Events per micro-batch: feature rows are written at most this many events apart."
+    )
+    stream_max_wait_ms: int = Field(
+        50, ge=1, le=60_000, description="Longest time an accepted event waits before its micro-batch is written."
+    )
+    stream_checkpoint_seconds: float = Field(
+        5.0, gt=0, le=3600,
+        description="How often keyed state is saved and offsets committed (a crash replays at most this much).",
+    )
+    stream_allowed_lateness_seconds: int = Field(
+        600, ge=0, description="Events older than the partition's latest event time minus this go to the DLQ as late."
+    )
+    stream_writer: Literal["auto", "push", "fast"] = Field(
+        "auto", description="Online writes: push = FeatureStore.push; fast = direct SQLite upsert with Feast's "
+        "encoding (SQLite only); auto = fast on SQLite, push otherwise.",
+    )
+    stream_metrics_port: int = Field(
+        9108, ge=0, le=65535, description="Prometheus metrics port of the first consumer (next free port after it; "
+        "0 disables).",
+    )
+
     # Production-profile servers
     redis_port: int = Field(16379, ge=1, le=65535, description="Port of the project's Redis.")
     redis_url: str | None = Field(
@@ -81,6 +109,40 @@ class Settings(BaseSettings):
     # MLflow
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; defaults to SQLite (local) or PostgreSQL (production)."
+    )
+
+    # Training
+    registered_model: str = Field(
+        "freshcart-propensity", min_length=1, description="Name of the registered model in the MLflow registry."
+    )
+    mlflow_experiment: str = Field(
+        "freshcart-propensity", min_length=1, description="MLflow experiment of the training runs."
+    )
+    mlflow_artifact_root: Path | None = Field(
+        None, description="Where run artifacts (models, plots) go; defaults to <data_dir>/mlflow/artifacts."
+    )
+    training_seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed of every random choice in training.")
+    training_validation_share: float = Field(
+        0.15, gt=0.0, lt=0.5, description="Share of the examples (by time, before the holdout) for validation."
+    )
+    training_holdout_share: float = Field(
+        0.15, gt=0.0, lt=0.5, description="Share of the latest examples held out for evaluation and promotion."
+    )
+    xgb_max_rounds: int = Field(400, ge=1, le=10_000, description="Most XGBoost boosting rounds (early stopping).")
+    xgb_threads: int = Field(0, ge=0, le=1024, description="XGBoost threads; 0 means every CPU core.")
+    din_max_epochs: int = Field(6, ge=1, le=1000, description="Most epochs of the attention model (early stopping).")
+    din_patience: int = Field(
+        1, ge=1, le=100, description="Epochs without a better validation loss before the attention model stops."
+    )
+    din_batch_size: int = Field(2048, ge=16, le=1_000_000, description="Mini-batch size of the attention model.")
+    din_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Device of the attention model: auto (CUDA when present), cpu or cuda."
+    )
+    promotion_metric: Literal["auc", "pr_auc", "log_loss", "calibration_error", "hr_at_10", "ndcg_at_10"] = Field(
+        "auc", description="Holdout metric on which a challenger must beat the champion to be promoted."
+    )
+    promotion_margin: float = Field(
+        0.002, ge=0.0, le=1.0, description="How much better (absolute) the challenger must be on that metric."
     )
 
     # Events and prediction

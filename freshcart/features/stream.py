@@ -151,6 +151,18 @@ class FeatureState:
 
     def update(self, event_id: str, t_us: int, event_type: str, product_id: int, category_id: int,
                price: float | None, user_id: int, session: str) -> list[FeatureRow]:
+        """Apply one event to every view; the rows it changed (user, session, product, user x category)."""
+        user_activity, user_session, user_category = self.update_user(
+            event_id, t_us, event_type, product_id, category_id, price, user_id, session)
+        product_activity = self.update_product(event_id, t_us, event_type, product_id, price)
+        return [user_activity, user_session, product_activity, user_category]
+
+    def update_user(self, event_id: str, t_us: int, event_type: str, product_id: int, category_id: int,
+                    price: float | None, user_id: int, session: str) -> list[FeatureRow]:
+        """Apply one event to the views keyed by user (user, session, user x category); their rows.
+
+        A stream partitioned by user_id owns these keys whole; see :meth:`update_product`.
+        """
         t_s = t_us // 1_000_000
         spend = price if (event_type == PURCHASE and price is not None) else 0.0
         stamp = (t_us, event_id)
@@ -169,12 +181,6 @@ class FeatureState:
         if stamp > user.latest:
             user.latest, user.session = stamp, session
 
-        product = self.products.get(product_id) or self.products.setdefault(product_id, _Product())
-        product.tiles.add(t_s, event_type, 0.0)
-        product.latest = max(product.latest, stamp)
-        if price is not None and stamp > product.price_at:
-            product.price_at, product.price = stamp, price
-
         pair = self.pairs.get((user_id, category_id)) or self.pairs.setdefault((user_id, category_id), _Pair())
         if event_type == VIEW:
             pair.day_views[t_s // DAY] = pair.day_views.get(t_s // DAY, 0) + 1
@@ -183,9 +189,23 @@ class FeatureState:
         return [
             self._user_activity(user_id, user),
             self._user_session(user_id, user),
-            self._product_activity(product_id, product),
             self._user_category(user_id, category_id, pair, user),
         ]
+
+    def update_product(self, event_id: str, t_us: int, event_type: str, product_id: int,
+                       price: float | None) -> FeatureRow:
+        """Apply one event to the view keyed by product; its row.
+
+        A stream partitioned by user_id sees only part of a product's events, so the
+        stream processor re-partitions events by product_id before this step.
+        """
+        stamp = (t_us, event_id)
+        product = self.products.get(product_id) or self.products.setdefault(product_id, _Product())
+        product.tiles.add(t_us // 1_000_000, event_type, 0.0)
+        product.latest = max(product.latest, stamp)
+        if price is not None and stamp > product.price_at:
+            product.price_at, product.price = stamp, price
+        return self._product_activity(product_id, product)
 
     def _user_activity(self, user_id: int, user: _User) -> FeatureRow:
         t_us = user.latest[0]

@@ -1,0 +1,411 @@
+"""`freshcart stream consume`: Kafka events -> keyed feature state -> Feast online store and offline tables.
+
+One process runs both stages for the partitions the consumer group gives it:
+events partitions (keyed by user_id) feed the user views and forward accepted
+events, re-partitioned by product_id, to ``settings.product_topic``, whose
+partitions feed the product view (see :mod:`freshcart.stream.processor`).
+
+The loop, per micro-batch (``stream_batch_size`` events or ``stream_max_wait_ms``):
+
+1. forward accepted events to the product topic, dead letters to the DLQ topic;
+2. write the changed feature rows (the latest per key) to the online store;
+3. record how far the online store is written, and the freshness of each event.
+
+Every ``stream_checkpoint_seconds`` (and on rebalance and shutdown) it waits for
+the producer's acknowledgements, appends the offline rows, saves each partition's
+state with its next offset in one SQLite transaction (:mod:`freshcart.stream.checkpoint`),
+and only then commits the offsets to Kafka. After a crash the state restarts from
+the checkpoint and replays the rest: nothing is lost and nothing counts twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from freshcart.features.stream import FeatureRow
+from freshcart.kafka_io import ensure_topics, make_producer
+from freshcart.schema import BROKER_MAX_MESSAGE_BYTES, TimeBounds
+from freshcart.settings import Settings
+from freshcart.stream.checkpoint import CheckpointStore, checkpoint_path
+from freshcart.stream.dlq import dead_letter_headers
+from freshcart.stream.metrics import StreamMetrics, status_dir, write_status
+from freshcart.stream.processor import PRODUCT, USER, Forwarded, ProductTask, UserTask, encode_forwarded
+from freshcart.stream.sinks import OfflineWriter, OnlineWriter, group_by_view, online_writer, rows_to_table
+
+log = logging.getLogger("freshcart.stream")
+FORWARD_CHUNK = 4000  # events per re-partitioned message (well under the broker's message limit)
+BACKOFF_MAX_S = 30.0
+
+
+class StreamError(RuntimeError):
+    """The processor cannot go on (bad configuration, a write that keeps failing)."""
+
+
+def state_dir(settings: Settings) -> Path:
+    return settings.data_dir / "stream" / "state" / settings.stream_group
+
+
+@dataclass
+class Slot:
+    """A partition this process owns: its task, checkpoint file and what waits to be written."""
+
+    tp: TopicPartition
+    task: UserTask | ProductTask
+    store: CheckpointStore
+    pending: dict[tuple[str, tuple], FeatureRow] = field(default_factory=dict)  # online, latest per key
+    replayed: dict[tuple[str, tuple], FeatureRow] = field(default_factory=dict)  # offline only (already online)
+    produced_ms: list[int] = field(default_factory=list)  # of the events in ``pending``
+    offline: list[FeatureRow] = field(default_factory=list)
+    offline_from: int = 0  # the offset the offline rows start at
+
+    @property
+    def stage(self) -> str:
+        return self.task.kind
+
+
+@dataclass
+class RunSummary:
+    consumed: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    rows_written: int = 0
+    seconds: float = 0.0
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, processor: "StreamProcessor") -> None:
+        self.processor = processor
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.processor.release(revoked, save=True)
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self.processor.release(lost, save=False)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.processor.acquire(assigned)
+
+
+class StreamProcessor:
+    """The consume loop; ``run()`` until SIGTERM/SIGINT, ``max_idle_s`` without messages, or ``stop()``."""
+
+    def __init__(self, settings: Settings, *, writer: str | None = None, client_id: str | None = None,
+                 max_idle_s: float | None = None, metrics_port: int | None = None) -> None:
+        from freshcart.features.store import feature_store
+
+        self.settings = settings
+        self.client_id = client_id or f"freshcart-stream-{socket.gethostname()}-{os.getpid()}"
+        self.max_idle_s = max_idle_s
+        self.metrics = StreamMetrics()
+        self.metrics_port = self.metrics.serve(settings.stream_metrics_port if metrics_port is None
+                                               else metrics_port)
+        self.store = feature_store(settings)
+        self.writer: OnlineWriter = online_writer(settings, self.store, writer)
+        self.offline = OfflineWriter(settings.feature_tables_dir)
+        self.slots: dict[TopicPartition, Slot] = {}
+        self.forward: dict[tuple[int, int], list[Forwarded]] = {}  # (product partition, source partition)
+        self.first_pending: float | None = None
+        self.pending_events = 0
+        self.summary = RunSummary()
+        self.running = True
+        self.lateness_us = settings.stream_allowed_lateness_seconds * 1_000_000
+        self.consumer: KafkaConsumer | None = None
+        self.producer: KafkaProducer | None = None
+        self.product_partitions = settings.events_partitions
+        self.status_path = status_dir(settings.data_dir) / f"{self.client_id}.json"
+
+    # ----------------------------------------------------------------- connection
+    def connect(self) -> None:
+        """Connect to the broker, retrying with backoff while it is down; subscribe to both topics."""
+        delay = 1.0
+        while self.running:
+            try:
+                ensure_topics(self.settings)
+                self.producer = make_producer(self.settings, client_id=self.client_id, linger_ms=2,
+                                              enable_idempotence=True)
+                self.consumer = KafkaConsumer(
+                    bootstrap_servers=self.settings.bootstrap_servers, group_id=self.settings.stream_group,
+                    client_id=self.client_id, enable_auto_commit=False, auto_offset_reset="earliest",
+                    max_poll_records=self.settings.stream_batch_size, fetch_max_wait_ms=20,
+                    max_partition_fetch_bytes=BROKER_MAX_MESSAGE_BYTES, fetch_max_bytes=32 << 20,
+                )
+                parts = self.consumer.partitions_for_topic(self.settings.product_topic) or ()
+                self.product_partitions = max(1, len(parts))
+                self.consumer.subscribe([self.settings.events_topic, self.settings.product_topic],
+                                        listener=_Listener(self))
+                log.info("connected to %s as %s (group %s, writer %s, metrics on :%s)",
+                         self.settings.bootstrap_servers, self.client_id, self.settings.stream_group,
+                         self.writer.name, self.metrics_port or "-")
+                return
+            except (KafkaError, OSError) as exc:
+                log.warning("broker %s not reachable (%s); retrying in %.0fs",
+                            self.settings.bootstrap_servers, exc, delay)
+                self._sleep(delay)
+                delay = min(BACKOFF_MAX_S, delay * 2)
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while self.running and time.monotonic() < end:
+            time.sleep(min(0.2, end - time.monotonic()))
+
+    # ----------------------------------------------------------------- partitions
+    def acquire(self, assigned: set[TopicPartition]) -> None:
+        """Load the state of newly assigned partitions and seek to the offsets it reflects."""
+        assert self.consumer is not None
+        for tp in sorted(assigned):
+            slot = self.slots.get(tp)
+            if slot is None:
+                if tp.topic == self.settings.events_topic:
+                    task: UserTask | ProductTask = UserTask(tp.partition, self.lateness_us)
+                else:
+                    task = ProductTask(tp.partition)
+                store = CheckpointStore(checkpoint_path(state_dir(self.settings), tp.topic, tp.partition))
+                parts, meta = store.load()
+                task.restore(parts, meta)
+                slot = self.slots[tp] = Slot(tp, task, store, offline_from=meta.next_offset)
+                replay = meta.written_offset - meta.next_offset
+                log.info("assigned %s-%d: state of %d changelog entries, from offset %d%s", tp.topic,
+                         tp.partition, len(parts), meta.next_offset,
+                         f" (replaying {replay} already written online)" if replay > 0 else "")
+            self.consumer.seek(tp, slot.task.meta.next_offset)
+
+    def release(self, partitions: set[TopicPartition], save: bool) -> None:
+        """Give partitions up: checkpoint them first when ``save``, else drop what is in memory."""
+        if save:
+            self.checkpoint(commit=False)
+        for tp in partitions:
+            slot = self.slots.pop(tp, None)
+            if slot is not None:
+                slot.store.close()
+        self.forward = {k: v for k, v in self.forward.items()
+                        if TopicPartition(self.settings.events_topic, k[1]) in self.slots}
+        log.info("released %s", ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(partitions)) or "nothing")
+
+    # ----------------------------------------------------------------- per message
+    def _on_user(self, slot: Slot, record: Any, bounds: TimeBounds) -> None:
+        task = slot.task
+        assert isinstance(task, UserTask)
+        outcome = task.apply(record.offset, record.value, record.timestamp, bounds)
+        if outcome.rejection is not None:
+            assert self.producer is not None
+            self.producer.send(self.settings.dlq_topic, key=record.key, value=record.value,
+                               headers=dead_letter_headers(outcome.rejection, record.topic, record.partition,
+                                                           record.offset, record.timestamp))
+            self.metrics.dead_letter(outcome.rejection.reason)
+            self.metrics.count(USER, "dead_letter")
+            self.summary.dead_letters += 1
+            return
+        if outcome.duplicate:
+            self.metrics.count(USER, "duplicate")
+            self.summary.duplicates += 1
+            return
+        self.summary.accepted += 1
+        replaying = record.offset < task.meta.written_offset
+        target = slot.replayed if replaying else slot.pending
+        for row in outcome.rows:
+            target[(row.view, row.key)] = row
+        if replaying:
+            self.metrics.count(USER, "replayed")
+        else:
+            self.metrics.count(USER, "accepted")
+            slot.produced_ms.append(record.timestamp)
+        forwarded = outcome.forwarded
+        assert forwarded is not None
+        q = forwarded.product_id % self.product_partitions
+        self.forward.setdefault((q, forwarded.src_partition), []).append(forwarded)
+
+    def _on_product(self, slot: Slot, record: Any) -> None:
+        task = slot.task
+        assert isinstance(task, ProductTask)
+        applied, skipped = task.apply(record.offset, record.value)
+        if skipped:
+            self.metrics.count(PRODUCT, "duplicate", skipped)
+        replaying = record.offset < task.meta.written_offset
+        target = slot.replayed if replaying else slot.pending
+        for row, event in applied:
+            target[(row.view, row.key)] = row
+            if not replaying:
+                slot.produced_ms.append(event.produced_ms)
+        self.metrics.count(PRODUCT, "replayed" if replaying else "accepted", len(applied))
+
+    # ----------------------------------------------------------------- writes
+    def _send_forwarded(self) -> None:
+        assert self.producer is not None
+        for (q, src), events in self.forward.items():
+            for lo in range(0, len(events), FORWARD_CHUNK):
+                self.producer.send(self.settings.product_topic, partition=q,
+                                   value=encode_forwarded(src, events[lo:lo + FORWARD_CHUNK]))
+        self.forward = {}
+
+    def flush(self) -> None:
+        """Write the micro-batch: forward events, write the changed rows online, mark progress."""
+        self._send_forwarded()
+        rows = [row for slot in self.slots.values() for row in slot.pending.values()]
+        events = self.pending_events
+        if rows:
+            for view, view_rows in group_by_view(rows).items():
+                started = time.perf_counter()
+                self._retry(f"online write of {view}", lambda: self.writer.write(view, rows_to_table(view, view_rows)))
+                self.metrics.write_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_rows.observe(len(rows))
+            self.metrics.batch_events.observe(events)
+            self.summary.rows_written += len(rows)
+        now_ms = time.time() * 1000
+        for slot in self.slots.values():
+            if slot.pending or slot.replayed:
+                slot.offline.extend(slot.replayed.values())
+                slot.offline.extend(slot.pending.values())
+            if slot.pending:
+                slot.store.mark_written(slot.task.meta.next_offset)
+                self.metrics.observe_freshness(slot.stage, now_ms, slot.produced_ms)
+            slot.pending, slot.replayed, slot.produced_ms = {}, {}, []
+        self.pending_events, self.first_pending = 0, None
+
+    def _retry(self, what: str, action: Any) -> None:
+        delay = 0.5
+        while True:
+            try:
+                action()
+                return
+            except Exception as exc:  # noqa: BLE001 - a store or broker hiccup: retry, never skip a write
+                if not self.running and delay > 8:
+                    raise StreamError(f"{what} keeps failing: {exc}") from exc
+                log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+                time.sleep(delay)
+                delay = min(BACKOFF_MAX_S, delay * 2)
+
+    def checkpoint(self, commit: bool = True) -> None:
+        """Flush, wait for the broker's acks, append offline rows, save state with offsets, then commit."""
+        assert self.producer is not None
+        self.flush()
+        self._retry("producer flush", lambda: self.producer.flush(timeout=30))
+        offsets = {}
+        for tp, slot in self.slots.items():
+            task = slot.task
+            end = task.meta.next_offset
+            if slot.offline:
+                label = f"{tp.topic}-{tp.partition}-{slot.offline_from:012d}-{end:012d}"
+                for view, view_rows in group_by_view(slot.offline).items():
+                    self.offline.write(view, view_rows, label)
+                slot.offline = []
+            slot.offline_from = end
+            if isinstance(task, UserTask):
+                task.prune_seen()
+            slot.store.save(task.changes(), task.meta, snapshot=task.snapshot)
+            offsets[tp] = OffsetAndMetadata(end, "", -1)
+        if commit and offsets and self.consumer is not None:
+            try:
+                self.consumer.commit(offsets)
+            except KafkaError as exc:  # the checkpoint holds the offsets; the commit is for lag monitoring
+                log.warning("offset commit failed (%s); the checkpoint holds the offsets, retrying next time", exc)
+        self._write_status()
+
+    def _write_status(self) -> None:
+        lags = {}
+        if self.consumer is not None:
+            for tp, slot in self.slots.items():
+                high = self.consumer.highwater(tp)
+                if high is not None:
+                    lag = max(0, high - slot.task.meta.next_offset)
+                    lags[f"{tp.topic}-{tp.partition}"] = lag
+                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+        elapsed = max(1e-9, time.time() - self.metrics.started)
+        write_status(self.status_path, {
+            "client_id": self.client_id, "pid": os.getpid(), "group": self.settings.stream_group,
+            "writer": self.writer.name, "metrics_port": self.metrics_port, "updated": time.time(),
+            "started": self.metrics.started, "partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in self.slots),
+            "lag": lags, "counts": self.metrics.counts, "freshness_ms": self.metrics.percentiles(),
+            "accepted_per_s": self.summary.accepted / elapsed, "running": self.running,
+        })
+
+    # ----------------------------------------------------------------- loop
+    def stop(self, *_: Any) -> None:
+        self.running = False
+
+    def run(self) -> RunSummary:
+        started = time.perf_counter()
+        self.connect()
+        assert self.consumer is not None
+        wait_s = self.settings.stream_max_wait_ms / 1000
+        last_checkpoint = time.monotonic()
+        last_message = time.monotonic()
+        try:
+            while self.running:
+                timeout = wait_s if self.first_pending is None else max(
+                    0.0, self.first_pending + wait_s - time.monotonic())
+                if not self.slots:  # joining the group: short polls would keep restarting the join
+                    timeout = max(timeout, 2.0)
+                try:
+                    batches = self.consumer.poll(timeout_ms=int(timeout * 1000) or 1,
+                                                 max_records=self.settings.stream_batch_size)
+                except KafkaError as exc:
+                    log.warning("poll failed (%s); retrying", exc)
+                    self._sleep(1.0)
+                    continue
+                bounds = TimeBounds.around(datetime.now(timezone.utc), self.settings.event_time_floor,
+                                           self.settings.max_future_seconds)
+                for tp, records in batches.items():
+                    slot = self.slots.get(tp)
+                    if slot is None:
+                        continue
+                    for record in records:
+                        if record.offset < slot.task.meta.next_offset:
+                            continue  # delivered again after a seek; already applied
+                        if slot.stage == USER:
+                            self._on_user(slot, record, bounds)
+                        else:
+                            self._on_product(slot, record)
+                        self.summary.consumed += 1
+                        self.pending_events += 1
+                if batches:
+                    last_message = time.monotonic()
+                    if self.first_pending is None:
+                        self.first_pending = time.monotonic()
+                now = time.monotonic()
+                if self.first_pending is not None and (self.pending_events >= self.settings.stream_batch_size
+                                                       or now - self.first_pending >= wait_s):
+                    self.flush()
+                if now - last_checkpoint >= self.settings.stream_checkpoint_seconds:
+                    self.checkpoint()
+                    last_checkpoint = time.monotonic()
+                if self.max_idle_s is not None and now - last_message >= self.max_idle_s:
+                    log.info("no message for %.0fs; stopping", self.max_idle_s)
+                    break
+            self.checkpoint()
+        finally:
+            self.running = False
+            self.summary.seconds = time.perf_counter() - started
+            self._write_status()
+            self.close()
+        return self.summary
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)
+            self.consumer = None
+        if self.producer is not None:
+            self.producer.close(timeout=10)
+            self.producer = None
+        for slot in self.slots.values():
+            slot.store.close()
+        self.slots = {}
+
+
+def install_signal_handlers(processor: StreamProcessor) -> None:
+    """SIGTERM and SIGINT stop the loop; the processor then flushes, checkpoints, commits and exits."""
+    signal.signal(signal.SIGTERM, processor.stop)
+    signal.signal(signal.SIGINT, processor.stop)

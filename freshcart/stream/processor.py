@@ -1,0 +1,213 @@
+"""The stream processor's per-partition logic, free of Kafka: decode, deduplicate, watermark, update.
+
+Two stages share :class:`freshcart.features.stream.FeatureState`, the same
+event-by-event feature update that the parity harness checks against the batch
+computation:
+
+- :class:`UserTask` owns one partition of the events topic (keyed by user_id). It
+  validates each message, drops duplicates (same event_id), sends events older
+  than the watermark to the dead letters as ``late``, updates the views keyed by
+  user (user, session, user x category) and forwards each accepted event for the
+  product stage.
+- :class:`ProductTask` owns one partition of the re-partitioned topic (keyed by
+  product_id) and updates the product view. It skips events it has already
+  applied, by source partition and offset, so a replay after a crash counts
+  each event once.
+
+A task's state (features, seen event ids, watermark, next offset) is saved by
+:mod:`freshcart.stream.checkpoint` together with the offset it reflects.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from freshcart.features.stream import FeatureRow, FeatureState
+from freshcart.schema import MAX_MESSAGE_BYTES, Event, Rejection, TimeBounds, event_from_json
+
+NEVER = -(2**62)
+USER, PRODUCT = "user", "product"
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """An accepted event, as the product stage needs it."""
+
+    src_partition: int
+    src_offset: int
+    event_id: str
+    t_us: int
+    event_type: str
+    product_id: int
+    price: float | None
+    produced_ms: int
+
+    def to_list(self) -> list[Any]:
+        return [self.src_offset, self.event_id, self.t_us, self.event_type, self.product_id, self.price,
+                self.produced_ms]
+
+
+def encode_forwarded(src_partition: int, events: list[Forwarded]) -> bytes:
+    """One message of the re-partitioned topic: many events of one source partition."""
+    return json.dumps({"p": src_partition, "e": [e.to_list() for e in events]}, separators=(",", ":")).encode()
+
+
+def decode_forwarded(value: bytes) -> list[Forwarded]:
+    """The events of one re-partitioned message (written by :func:`encode_forwarded`)."""
+    message = json.loads(value)
+    partition = message["p"]
+    return [Forwarded(partition, *row) for row in message["e"]]
+
+
+def decode_event(value: bytes | None, bounds: TimeBounds) -> Event | Rejection:
+    """A message value as a valid event, or why it is rejected (size first, then JSON and schema)."""
+    if value is None:
+        return Rejection("invalid_json", "the message has no value")
+    if len(value) > MAX_MESSAGE_BYTES:
+        return Rejection("oversized", f"{len(value)} bytes > {MAX_MESSAGE_BYTES}")
+    return event_from_json(value, bounds)
+
+
+def micros(moment: datetime) -> int:
+    """A UTC datetime as integer microseconds since the epoch."""
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp()) * 1_000_000 + moment.microsecond
+
+
+@dataclass
+class Outcome:
+    """What applying one message did."""
+
+    rows: list[FeatureRow] = field(default_factory=list)
+    forwarded: Forwarded | None = None
+    rejection: Rejection | None = None  # the dead-letter reason, when rejected
+    duplicate: bool = False
+
+
+@dataclass
+class TaskState:
+    """What a task saves: its position, watermark and the keys changed since the last save."""
+
+    next_offset: int = 0  # the first offset of the partition not yet applied
+    max_event_us: int = NEVER  # latest event time applied (user stage)
+    written_offset: int = 0  # offsets below this were already written to the online store
+    applied: dict[int, int] = field(default_factory=dict)  # product stage: source partition -> next source offset
+
+
+class UserTask:
+    """Stage 1: one partition of the events topic."""
+
+    kind = USER
+
+    def __init__(self, partition: int, lateness_us: int) -> None:
+        self.partition = partition
+        self.lateness_us = lateness_us
+        self.features = FeatureState()
+        self.meta = TaskState()
+        self.seen: dict[str, int] = {}  # event_id -> event time (us), for ids not older than the watermark
+        self.new_seen: dict[str, int] = {}
+        self.dirty_users: set[int] = set()
+        self.dirty_pairs: set[tuple[int, int]] = set()
+
+    @property
+    def watermark_us(self) -> int:
+        return self.meta.max_event_us - self.lateness_us
+
+    def apply(self, offset: int, value: bytes | None, produced_ms: int, bounds: TimeBounds) -> Outcome:
+        """Apply one message of this partition at ``offset``."""
+        self.meta.next_offset = offset + 1
+        event = decode_event(value, bounds)
+        if isinstance(event, Rejection):
+            return Outcome(rejection=event)
+        t_us = micros(event.event_time)
+        if event.event_id in self.seen:
+            return Outcome(duplicate=True)
+        if t_us < self.watermark_us:
+            lag_s = (self.meta.max_event_us - t_us) / 1e6
+            return Outcome(rejection=Rejection(
+                "late", f"event_time is {lag_s:.0f}s before the partition's latest event; allowed lateness "
+                        f"is {self.lateness_us / 1e6:.0f}s"))
+        self.seen[event.event_id] = t_us
+        self.new_seen[event.event_id] = t_us
+        self.meta.max_event_us = max(self.meta.max_event_us, t_us)
+        rows = self.features.update_user(event.event_id, t_us, event.event_type, event.product_id,
+                                         event.category_id, event.price, event.user_id, event.user_session)
+        self.dirty_users.add(event.user_id)
+        self.dirty_pairs.add((event.user_id, event.category_id))
+        forwarded = Forwarded(self.partition, offset, event.event_id, t_us, event.event_type, event.product_id,
+                              event.price, produced_ms)
+        return Outcome(rows=rows, forwarded=forwarded)
+
+    def prune_seen(self) -> int:
+        """Forget event ids below the watermark (a copy of one would be late anyway); how many."""
+        floor = self.watermark_us
+        old = [event_id for event_id, t_us in self.seen.items() if t_us < floor]
+        for event_id in old:
+            del self.seen[event_id]
+        return len(old)
+
+    def changes(self) -> dict[str, Any]:
+        """The state changed since the last call (for the checkpoint changelog); resets the change sets."""
+        users, pairs = self.features.users, self.features.pairs
+        delta = {"users": {k: users[k] for k in self.dirty_users if k in users},
+                 "pairs": {k: pairs[k] for k in self.dirty_pairs if k in pairs},
+                 "seen": self.new_seen}
+        self.dirty_users, self.dirty_pairs, self.new_seen = set(), set(), {}
+        return delta
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state (for a compacted checkpoint)."""
+        return {"users": self.features.users, "pairs": self.features.pairs, "seen": self.seen}
+
+    def restore(self, parts: list[dict[str, Any]], meta: TaskState) -> None:
+        """Rebuild from a snapshot followed by its changelog, in order."""
+        for part in parts:
+            self.features.users.update(part.get("users", {}))
+            self.features.pairs.update(part.get("pairs", {}))
+            self.seen.update(part.get("seen", {}))
+        self.meta = meta
+        self.prune_seen()
+
+
+class ProductTask:
+    """Stage 2: one partition of the re-partitioned topic."""
+
+    kind = PRODUCT
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.features = FeatureState()
+        self.meta = TaskState()
+        self.dirty_products: set[int] = set()
+
+    def apply(self, offset: int, value: bytes) -> tuple[list[tuple[FeatureRow, Forwarded]], int]:
+        """Apply one re-partitioned message; (rows with their events, events skipped as already applied)."""
+        self.meta.next_offset = offset + 1
+        applied, skipped = [], 0
+        for event in decode_forwarded(value):
+            if event.src_offset < self.meta.applied.get(event.src_partition, 0):
+                skipped += 1
+                continue
+            self.meta.applied[event.src_partition] = event.src_offset + 1
+            row = self.features.update_product(event.event_id, event.t_us, event.event_type, event.product_id,
+                                               event.price)
+            self.dirty_products.add(event.product_id)
+            applied.append((row, event))
+        return applied, skipped
+
+    def changes(self) -> dict[str, Any]:
+        products = self.features.products
+        delta = {"products": {k: products[k] for k in self.dirty_products if k in products}}
+        self.dirty_products = set()
+        return delta
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"products": self.features.products}
+
+    def restore(self, parts: list[dict[str, Any]], meta: TaskState) -> None:
+        for part in parts:
+            self.features.products.update(part.get("products", {}))
+        self.meta = meta
