@@ -142,7 +142,13 @@ def _begin(store: Any, fv: Any) -> Any:
     return previous
 
 
-def _write_sqlite(store: Any, fv: Any, table: pa.Table) -> None:
+def _write_sqlite(store: Any, fv: Any, table: pa.Table, conn: sqlite3.Connection | None = None,
+                  check: bool = True) -> None:
+    """Upsert ``table`` (keys, timestamp, features) into the view's SQLite table and commit.
+
+    ``conn``: an open connection to the online store (default: a new one, closed after);
+    ``check``: compare the fast encoding with Feast's on a sample of each column.
+    """
     from feast.infra.online_stores.helpers import compute_table_id
     from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
@@ -153,15 +159,18 @@ def _write_sqlite(store: Any, fv: Any, table: pa.Table) -> None:
     matrix = online_sqlite.entity_keys({k: v[order] for k, v in key_values.items()},
                                        config.entity_key_serialization_version)
     micros = table[TIMESTAMP].cast(pa.int64()).to_numpy()[order]
-    columns = {f.name: online_sqlite.encode_column(table[f.name].take(pa.array(order)), f.dtype.to_value_type(), f.name)
+    taken = table.take(pa.array(order))
+    columns = {f.name: online_sqlite.encode_column(taken[f.name], f.dtype.to_value_type(), f.name, check)
                for f in fv.features}
     name = compute_table_id(config.project, fv, config.registry.enable_online_feature_view_versioning)
-    conn = sqlite3.connect(SqliteOnlineStore._get_db_path(config))
+    own = conn is None
+    conn = conn or sqlite3.connect(SqliteOnlineStore._get_db_path(config))
     try:
         with conn:
             online_sqlite.write_rows(conn, name, matrix, online_sqlite.epoch_seconds(micros), columns)
     finally:
-        conn.close()
+        if own:
+            conn.close()
 
 
 def _write_feast(store: Any, fv: Any, table: pa.Table) -> None:

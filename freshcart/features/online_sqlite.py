@@ -152,8 +152,9 @@ def _cell(col: Column, i: int) -> tuple[bytes, str | None]:
     return value, text or None
 
 
-def encode_column(arr: pa.Array, value_type: ValueType, name: str = "?") -> Column:
-    """Encode a column; fast for int64, float64 and list<int64>, checked against Feast on a sample."""
+def encode_column(arr: pa.Array, value_type: ValueType, name: str = "?", check: bool = True) -> Column:
+    """Encode a column; fast for int64, float64 and list<int64>, checked against Feast on a sample
+    (unless ``check`` is false: for a caller that checked the same column before)."""
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     if pa.types.is_int64(arr.type) and value_type == ValueType.INT64:
         col = _scalar_column(arr, double=False)
@@ -164,6 +165,8 @@ def encode_column(arr: pa.Array, value_type: ValueType, name: str = "?") -> Colu
         col = _int64_list_column(arr)
     else:
         return _feast_column(arr, value_type)
+    if not check:
+        return col
     sample = np.unique(np.concatenate([np.arange(min(len(arr), SAMPLE)),
                                        np.linspace(0, len(arr) - 1, min(len(arr), SAMPLE)).astype(np.int64)]))
     reference = _feast_column(arr.take(pa.array(sample)), value_type)

@@ -32,6 +32,11 @@ def _lower(t_s: int, window: spec.Window) -> int:
     return (t_s // tile) * tile - (window.tiles - 1) * tile
 
 
+# (name, tile seconds, tiles) of the activity windows and of the 30-day window, as plain ints
+_ACTIVITY_TILES = [(name, w.tile_seconds, w.tiles) for name, w in _ACTIVITY]
+_W30_TILES = (_W30.tile_seconds, _W30.tiles)
+
+
 class _Tiles:
     """Per tile size, tile start -> [views, carts, purchases, spend]; only tiles a window can still reach."""
 
@@ -58,9 +63,13 @@ class _Tiles:
 
     def window(self, t_s: int, window: spec.Window) -> list[float]:
         """Totals over the window ending at ``t_s``."""
-        lo = _lower(t_s, window)
+        return self.sums(t_s, window.tile_seconds, window.tiles)
+
+    def sums(self, t_s: int, tile: int, tiles: int) -> list[float]:
+        """Totals over the ``tiles`` tiles of ``tile`` seconds that end with the one holding ``t_s``."""
+        lo = (t_s // tile) * tile - (tiles - 1) * tile
         totals = [0, 0, 0, 0.0]
-        for start, cell in self.by_size[window.tile_seconds].items():
+        for start, cell in self.by_size[tile].items():
             if lo <= start <= t_s:
                 totals[0] += cell[0]
                 totals[1] += cell[1]
@@ -163,6 +172,16 @@ class FeatureState:
 
         A stream partitioned by user_id owns these keys whole; see :meth:`update_product`.
         """
+        pair_row = self.apply_user(event_id, t_us, event_type, product_id, category_id, price, user_id, session)
+        return [*self.user_rows(user_id), pair_row]
+
+    def apply_user(self, event_id: str, t_us: int, event_type: str, product_id: int, category_id: int,
+                   price: float | None, user_id: int, session: str) -> FeatureRow:
+        """The state change of :meth:`update_user`, returning only the user x category row.
+
+        The user and session rows depend only on the user's state, so a caller that applies
+        many events can ask for them once, with :meth:`user_rows`, and get the same values.
+        """
         t_s = t_us // 1_000_000
         spend = price if (event_type == PURCHASE and price is not None) else 0.0
         stamp = (t_us, event_id)
@@ -185,12 +204,12 @@ class FeatureState:
         if event_type == VIEW:
             pair.day_views[t_s // DAY] = pair.day_views.get(t_s // DAY, 0) + 1
         pair.latest = max(pair.latest, stamp)
+        return self._user_category(user_id, category_id, pair, user)
 
-        return [
-            self._user_activity(user_id, user),
-            self._user_session(user_id, user),
-            self._user_category(user_id, category_id, pair, user),
-        ]
+    def user_rows(self, user_id: int) -> list[FeatureRow]:
+        """The user's user_activity and user_session rows as of their latest event."""
+        user = self.users[user_id]
+        return [self._user_activity(user_id, user), self._user_session(user_id, user)]
 
     def update_product(self, event_id: str, t_us: int, event_type: str, product_id: int,
                        price: float | None) -> FeatureRow:
@@ -199,23 +218,32 @@ class FeatureState:
         A stream partitioned by user_id sees only part of a product's events, so the
         stream processor re-partitions events by product_id before this step.
         """
+        self.apply_product(event_id, t_us, event_type, product_id, price)
+        return self.product_row(product_id)
+
+    def apply_product(self, event_id: str, t_us: int, event_type: str, product_id: int,
+                      price: float | None) -> None:
+        """The state change of :meth:`update_product`; :meth:`product_row` gives the row."""
         stamp = (t_us, event_id)
         product = self.products.get(product_id) or self.products.setdefault(product_id, _Product())
         product.tiles.add(t_us // 1_000_000, event_type, 0.0)
         product.latest = max(product.latest, stamp)
         if price is not None and stamp > product.price_at:
             product.price_at, product.price = stamp, price
-        return self._product_activity(product_id, product)
+
+    def product_row(self, product_id: int) -> FeatureRow:
+        """The product's product_activity row as of its latest event."""
+        return self._product_activity(product_id, self.products[product_id])
 
     def _user_activity(self, user_id: int, user: _User) -> FeatureRow:
         t_us = user.latest[0]
         t_s = t_us // 1_000_000
         values: dict[str, object] = {}
-        for name, window in _ACTIVITY:
-            views, carts, purchases, spend = user.tiles.window(t_s, window)
+        for name, tile, tiles in _ACTIVITY_TILES:
+            views, carts, purchases, spend = user.tiles.sums(t_s, tile, tiles)
             values.update({f"views_{name}": views, f"carts_{name}": carts,
                            f"purchases_{name}": purchases, f"spend_{name}": spend})
-        _, _, purchases, spend = user.tiles.window(t_s, _W30)
+        _, _, purchases, spend = user.tiles.sums(t_s, *_W30_TILES)
         lo_7d = _lower(t_s, spec.WINDOWS["7d"])
         values["distinct_categories_7d"] = sum(1 for seen in user.category_seen.values() if seen >= lo_7d)
         values["purchases_30d"] = purchases
@@ -244,8 +272,8 @@ class FeatureState:
         t_us = product.latest[0]
         t_s = t_us // 1_000_000
         values: dict[str, object] = {}
-        for name, window in _ACTIVITY:
-            views, carts, purchases, _ = product.tiles.window(t_s, window)
+        for name, tile, tiles in _ACTIVITY_TILES:
+            views, carts, purchases, _ = product.tiles.sums(t_s, tile, tiles)
             values.update({f"views_{name}": views, f"carts_{name}": carts, f"purchases_{name}": purchases})
         k, rate = spec.CONVERSION_PRIOR_VIEWS, spec.CONVERSION_PRIOR_RATE
         values["conversion_rate_7d"] = (values["purchases_7d"] + k * rate) / (values["views_7d"] + k)
@@ -256,7 +284,7 @@ class FeatureState:
         t_us = pair.latest[0]
         day = t_us // 1_000_000 // DAY
         views = sum(n for d, n in pair.day_views.items() if day - 29 <= d <= day)
-        user_views = user.tiles.window(t_us // 1_000_000, _W30)[0]
+        user_views = user.tiles.sums(t_us // 1_000_000, *_W30_TILES)[0]
         share = views / user_views if user_views > 0 else 0.0
         return FeatureRow("user_category", (user_id, category_id), t_us,
                           {"category_views_30d": views, "category_view_share_30d": share})

@@ -67,6 +67,8 @@ class Slot:
     store: CheckpointStore
     pending: dict[tuple[str, tuple], FeatureRow] = field(default_factory=dict)  # online, latest per key
     replayed: dict[tuple[str, tuple], FeatureRow] = field(default_factory=dict)  # offline only (already online)
+    changed: set[int] = field(default_factory=set)  # users / products whose rows are computed when written
+    changed_replayed: set[int] = field(default_factory=set)
     produced_ms: list[int] = field(default_factory=list)  # of the events in ``pending``
     offline: list[FeatureRow] = field(default_factory=list)
     offline_from: int = 0  # the offset the offline rows start at
@@ -142,6 +144,8 @@ class StreamProcessor:
                     client_id=self.client_id, enable_auto_commit=False, auto_offset_reset="earliest",
                     max_poll_records=self.settings.stream_batch_size, fetch_max_wait_ms=20,
                     max_partition_fetch_bytes=BROKER_MAX_MESSAGE_BYTES, fetch_max_bytes=32 << 20,
+                    check_crcs=False,  # kafka-python's CRC32C is pure Python: most of the consume cost
+                    session_timeout_ms=6000, heartbeat_interval_ms=1500,  # a dead consumer's partitions move on soon
                 )
                 parts = self.consumer.partitions_for_topic(self.settings.product_topic) or ()
                 self.product_partitions = max(1, len(parts))
@@ -218,6 +222,7 @@ class StreamProcessor:
         target = slot.replayed if replaying else slot.pending
         for row in outcome.rows:
             target[(row.view, row.key)] = row
+        (slot.changed_replayed if replaying else slot.changed).add(outcome.user_id)
         if replaying:
             self.metrics.count(USER, "replayed")
         else:
@@ -235,9 +240,9 @@ class StreamProcessor:
         if skipped:
             self.metrics.count(PRODUCT, "duplicate", skipped)
         replaying = record.offset < task.meta.written_offset
-        target = slot.replayed if replaying else slot.pending
-        for row, event in applied:
-            target[(row.view, row.key)] = row
+        changed = slot.changed_replayed if replaying else slot.changed
+        for event in applied:
+            changed.add(event.product_id)
             if not replaying:
                 slot.produced_ms.append(event.produced_ms)
         self.metrics.count(PRODUCT, "replayed" if replaying else "accepted", len(applied))
@@ -254,6 +259,14 @@ class StreamProcessor:
     def flush(self) -> None:
         """Write the micro-batch: forward events, write the changed rows online, mark progress."""
         self._send_forwarded()
+        for slot in self.slots.values():
+            for key in slot.changed:
+                for row in slot.task.rows_of(key):
+                    slot.pending[(row.view, row.key)] = row
+            for key in slot.changed_replayed - slot.changed:
+                for row in slot.task.rows_of(key):
+                    slot.replayed[(row.view, row.key)] = row
+            slot.changed, slot.changed_replayed = set(), set()
         rows = [row for slot in self.slots.values() for row in slot.pending.values()]
         events = self.pending_events
         if rows:
@@ -371,7 +384,7 @@ class StreamProcessor:
                             self._on_product(slot, record)
                         self.summary.consumed += 1
                         self.pending_events += 1
-                if batches:
+                if batches or not self.slots:  # idle time counts only while partitions are assigned
                     last_message = time.monotonic()
                     if self.first_pending is None:
                         self.first_pending = time.monotonic()

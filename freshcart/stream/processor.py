@@ -81,7 +81,8 @@ def micros(moment: datetime) -> int:
 class Outcome:
     """What applying one message did."""
 
-    rows: list[FeatureRow] = field(default_factory=list)
+    rows: list[FeatureRow] = field(default_factory=list)  # rows computed right away (user x category)
+    user_id: int | None = None  # whose user and session rows changed (computed when written: ``rows_of``)
     forwarded: Forwarded | None = None
     rejection: Rejection | None = None  # the dead-letter reason, when rejected
     duplicate: bool = False
@@ -133,13 +134,17 @@ class UserTask:
         self.seen[event.event_id] = t_us
         self.new_seen[event.event_id] = t_us
         self.meta.max_event_us = max(self.meta.max_event_us, t_us)
-        rows = self.features.update_user(event.event_id, t_us, event.event_type, event.product_id,
-                                         event.category_id, event.price, event.user_id, event.user_session)
+        pair_row = self.features.apply_user(event.event_id, t_us, event.event_type, event.product_id,
+                                            event.category_id, event.price, event.user_id, event.user_session)
         self.dirty_users.add(event.user_id)
         self.dirty_pairs.add((event.user_id, event.category_id))
         forwarded = Forwarded(self.partition, offset, event.event_id, t_us, event.event_type, event.product_id,
                               event.price, produced_ms)
-        return Outcome(rows=rows, forwarded=forwarded)
+        return Outcome(rows=[pair_row], user_id=event.user_id, forwarded=forwarded)
+
+    def rows_of(self, user_id: int) -> list[FeatureRow]:
+        """The user's current user_activity and user_session rows."""
+        return self.features.user_rows(user_id)
 
     def prune_seen(self) -> int:
         """Forget event ids below the watermark (a copy of one would be late anyway); how many."""
@@ -183,8 +188,11 @@ class ProductTask:
         self.meta = TaskState()
         self.dirty_products: set[int] = set()
 
-    def apply(self, offset: int, value: bytes) -> tuple[list[tuple[FeatureRow, Forwarded]], int]:
-        """Apply one re-partitioned message; (rows with their events, events skipped as already applied)."""
+    def apply(self, offset: int, value: bytes) -> tuple[list[Forwarded], int]:
+        """Apply one re-partitioned message; (the events applied, events skipped as already applied).
+
+        The rows of the products they changed come from :meth:`rows_of`.
+        """
         self.meta.next_offset = offset + 1
         applied, skipped = [], 0
         for event in decode_forwarded(value):
@@ -192,11 +200,14 @@ class ProductTask:
                 skipped += 1
                 continue
             self.meta.applied[event.src_partition] = event.src_offset + 1
-            row = self.features.update_product(event.event_id, event.t_us, event.event_type, event.product_id,
-                                               event.price)
+            self.features.apply_product(event.event_id, event.t_us, event.event_type, event.product_id, event.price)
             self.dirty_products.add(event.product_id)
-            applied.append((row, event))
+            applied.append(event)
         return applied, skipped
+
+    def rows_of(self, product_id: int) -> list[FeatureRow]:
+        """The product's current product_activity row."""
+        return [self.features.product_row(product_id)]
 
     def changes(self) -> dict[str, Any]:
         products = self.features.products

@@ -14,6 +14,7 @@ sees what serving saw. A file is named by the topic partition and offset range i
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -51,7 +52,14 @@ class OnlineWriter(Protocol):
 
 
 class PushWriter:
-    """``FeatureStore.push(<view>_push, rows, to=ONLINE)``: Feast's supported stream ingestion."""
+    """``FeatureStore.push(<view>_push, rows, to=ONLINE)``: Feast's supported stream ingestion.
+
+    Feast's Redis store drops a write whose event time is not newer than the stored one. A
+    key's row keeps the time of its latest event when a late event changes its counts, so
+    that check would drop a correct update; the processor orders each key's writes itself
+    (one writer per key, no online writes while replaying), so this writer's store object
+    skips the check (``skip_dedup``). Other writers of the same store keep it.
+    """
 
     name = "push"
 
@@ -59,24 +67,39 @@ class PushWriter:
         from feast.data_source import PushMode
 
         self.store, self.mode = store, PushMode.ONLINE
+        if hasattr(store.config.online_store, "skip_dedup"):
+            store.config.online_store.skip_dedup = True
 
     def write(self, view: str, table: pa.Table) -> None:
         self.store.push(f"{view}_push", table.to_pandas(), to=self.mode)
 
 
 class FastSqliteWriter:
-    """Direct upsert into Feast's SQLite online store, byte for byte what Feast writes."""
+    """Direct upsert into Feast's SQLite online store, byte for byte what Feast writes.
+
+    One connection for the process, in WAL mode (readers never wait for the writer) with
+    ``synchronous=NORMAL``; the fast encoding is checked against Feast's on each view's first
+    batch.
+    """
 
     name = "fast"
 
     def __init__(self, store: Any) -> None:
+        from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
         self.store = store
         self.views = {fv.name: fv for fv in store.list_feature_views()}
+        self.checked: set[str] = set()
+        self.conn = sqlite3.connect(SqliteOnlineStore._get_db_path(store.config), timeout=30,
+                                    check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
 
     def write(self, view: str, table: pa.Table) -> None:
         from freshcart.features.materialize import _write_sqlite
 
-        _write_sqlite(self.store, self.views[view], table)
+        _write_sqlite(self.store, self.views[view], table, conn=self.conn, check=view not in self.checked)
+        self.checked.add(view)
 
 
 def online_writer(settings: Settings, store: Any, choice: str | None = None) -> OnlineWriter:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
+from typing import Iterator
 
+import psycopg
 import pytest
+import redis
 from kafka import KafkaAdminClient
 
 from freshcart.services.process import port_open
@@ -42,3 +46,32 @@ def topic(settings: Settings):
             cleanup.close()
     except Exception as exc:  # noqa: BLE001 - a leftover test topic must not fail the test
         print(f"could not delete test topic {name}: {exc}")
+
+
+REDIS_DB = 11  # the tests' own Redis database, flushed before and after each test
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Settings:
+    return load_settings(profile="local", data_dir=tmp_path)
+
+
+@pytest.fixture
+def production(tmp_path: Path) -> Iterator[Settings]:
+    """Production settings on the servers `make test` started, with a fresh registry database and Redis db."""
+    base = load_settings()
+    for name, port in (("Redis", base.redis_port), ("PostgreSQL", base.postgres_port)):
+        if not port_open("127.0.0.1", port):
+            pytest.fail(f"no {name} on 127.0.0.1:{port}: run `FRESHCART_PROFILE=production freshcart services up` "
+                        "(make test does this for you)")
+    database = f"freshcart_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(base.postgres_dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    client = redis.Redis(host="127.0.0.1", port=base.redis_port, db=REDIS_DB)
+    client.flushdb()
+    yield load_settings(profile="production", data_dir=tmp_path, postgres_url=base.postgres_dsn(database),
+                        redis_url=f"redis://127.0.0.1:{base.redis_port}/{REDIS_DB}")
+    client.flushdb()
+    client.close()
+    with psycopg.connect(base.postgres_dsn("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

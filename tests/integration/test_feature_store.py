@@ -8,12 +8,9 @@ and removes them afterwards.
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import psycopg
 import pyarrow as pa
 import pytest
 import redis
@@ -22,11 +19,10 @@ from freshcart.features import spec
 from freshcart.features.materialize import materialize, materialize_incremental
 from freshcart.features.store import feature_store, run_feast
 from freshcart.features.tables import write_feature_tables
-from freshcart.services.process import port_open
-from freshcart.settings import Settings, load_settings
+from freshcart.settings import Settings
+from tests.integration.conftest import REDIS_DB
 
 DAY = datetime(2026, 10, 1, tzinfo=timezone.utc)
-REDIS_DB = 11  # the test's own Redis database, flushed before and after
 
 
 def at(day: int, hour: int) -> datetime:
@@ -62,32 +58,6 @@ TABLES = {
 }
 REQUEST = {"user_id": 1, "product_id": 100, "category_id": 8, "request_price": 30.0, "request_category_id": 8,
            "request_ts": 1_600.0}
-
-
-@pytest.fixture
-def local(tmp_path: Path) -> Settings:
-    return load_settings(profile="local", data_dir=tmp_path)
-
-
-@pytest.fixture
-def production(tmp_path: Path) -> Iterator[Settings]:
-    """Production settings on the servers `make test` started, with a fresh registry database and Redis db."""
-    base = load_settings()
-    for name, port in (("Redis", base.redis_port), ("PostgreSQL", base.postgres_port)):
-        if not port_open("127.0.0.1", port):
-            pytest.fail(f"no {name} on 127.0.0.1:{port}: run `FRESHCART_PROFILE=production freshcart services up` "
-                        "(make test does this for you)")
-    database = f"freshcart_test_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base.postgres_dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    client = redis.Redis(host="127.0.0.1", port=base.redis_port, db=REDIS_DB)
-    client.flushdb()
-    yield load_settings(profile="production", data_dir=tmp_path, postgres_url=base.postgres_dsn(database),
-                        redis_url=f"redis://127.0.0.1:{base.redis_port}/{REDIS_DB}")
-    client.flushdb()
-    client.close()
-    with psycopg.connect(base.postgres_dsn("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 @pytest.mark.parametrize("profile", ["local", "production"])

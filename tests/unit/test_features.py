@@ -140,7 +140,7 @@ def test_parity_catches_a_wrong_stream(monkeypatch):
     import freshcart.features.stream as stream
 
     wide = spec.Window("1h", timedelta(hours=2), timedelta(minutes=5))  # a stream that counts 2 h as 1 h
-    monkeypatch.setattr(stream, "_ACTIVITY", [("1h", wide)] + stream._ACTIVITY[1:])
+    monkeypatch.setattr(stream, "_ACTIVITY_TILES", [("1h", wide.tile_seconds, wide.tiles)] + stream._ACTIVITY_TILES[1:])
     report = run_parity(events_table(SCENARIO), [at(11, 8)])
     assert not report.ok
     assert {m.feature for m in report.mismatches} >= {"views_1h"}
