@@ -89,6 +89,7 @@ class _User:
     sessions: dict[str, list[tuple[int, str, int, str]]] = field(default_factory=dict)  # (t_us, id, product, type)
     top: tuple[int, list[int]] | None = None  # (day, top categories before it), cached
     pruned_day: int = -1
+    view_times: list[tuple[int, str]] = field(default_factory=list)  # (t_us, id) of views, 31 days
 
 
 @dataclass
@@ -141,6 +142,7 @@ def _prune_user(user: _User, t_s: int) -> None:
     lo_us = (t_s - 31 * DAY) * 1_000_000
     for session in [s for s, events in user.sessions.items() if events[-1][0] < lo_us]:
         del user.sessions[session]
+    del user.view_times[:bisect.bisect_left(user.view_times, (lo_us, ""))]
 
 
 class FeatureState:
@@ -161,10 +163,10 @@ class FeatureState:
     def update(self, event_id: str, t_us: int, event_type: str, product_id: int, category_id: int,
                price: float | None, user_id: int, session: str) -> list[FeatureRow]:
         """Apply one event to every view; the rows it changed (user, session, product, user x category)."""
-        user_activity, user_session, user_category = self.update_user(
+        user_activity, user_session, *user_category = self.update_user(
             event_id, t_us, event_type, product_id, category_id, price, user_id, session)
         product_activity = self.update_product(event_id, t_us, event_type, product_id, price)
-        return [user_activity, user_session, product_activity, user_category]
+        return [user_activity, user_session, product_activity, *user_category]
 
     def update_user(self, event_id: str, t_us: int, event_type: str, product_id: int, category_id: int,
                     price: float | None, user_id: int, session: str) -> list[FeatureRow]:
@@ -172,12 +174,14 @@ class FeatureState:
 
         A stream partitioned by user_id owns these keys whole; see :meth:`update_product`.
         """
-        pair_row = self.apply_user(event_id, t_us, event_type, product_id, category_id, price, user_id, session)
-        return [*self.user_rows(user_id), pair_row]
+        pair_rows = self.apply_user(event_id, t_us, event_type, product_id, category_id, price, user_id, session)
+        return [*self.user_rows(user_id), *pair_rows]
 
     def apply_user(self, event_id: str, t_us: int, event_type: str, product_id: int, category_id: int,
-                   price: float | None, user_id: int, session: str) -> FeatureRow:
-        """The state change of :meth:`update_user`, returning only the user x category row.
+                   price: float | None, user_id: int, session: str) -> list[FeatureRow]:
+        """The state change of :meth:`update_user`, returning only the user x category rows: the event's
+        pair, and, for a view older than the user's latest event, the user's later pairs (their share's
+        denominator counts views up to their own time).
 
         The user and session rows depend only on the user's state, so a caller that applies
         many events can ask for them once, with :meth:`user_rows`, and get the same values.
@@ -194,6 +198,7 @@ class FeatureState:
             per_day[category_id] = per_day.get(category_id, 0) + 1
             if user.top is not None and t_s // DAY < user.top[0]:
                 user.top = None  # a late view changes the days the cached top categories came from
+            bisect.insort(user.view_times, stamp)
         bisect.insort(user.recent, (t_us, event_id, product_id, category_id))
         del user.recent[: -spec.RECENT_ITEMS]
         bisect.insort(user.sessions.setdefault(session, []), (t_us, event_id, product_id, event_type))
@@ -204,7 +209,13 @@ class FeatureState:
         if event_type == VIEW:
             pair.day_views[t_s // DAY] = pair.day_views.get(t_s // DAY, 0) + 1
         pair.latest = max(pair.latest, stamp)
-        return self._user_category(user_id, category_id, pair, user)
+        rows = [self._user_category(user_id, category_id, pair, user)]
+        if event_type == VIEW and stamp < user.latest:  # out of order: later pairs of the user change too
+            for other in user.category_seen:
+                later = self.pairs.get((user_id, other))
+                if other != category_id and later is not None and later.latest > stamp:
+                    rows.append(self._user_category(user_id, other, later, user))
+        return rows
 
     def user_rows(self, user_id: int) -> list[FeatureRow]:
         """The user's user_activity and user_session rows as of their latest event."""
@@ -284,7 +295,9 @@ class FeatureState:
         t_us = pair.latest[0]
         day = t_us // 1_000_000 // DAY
         views = sum(n for d, n in pair.day_views.items() if day - 29 <= d <= day)
-        user_views = user.tiles.sums(t_us // 1_000_000, *_W30_TILES)[0]
+        lo_us = _lower(t_us // 1_000_000, _W30) * 1_000_000
+        times = user.view_times
+        user_views = bisect.bisect_right(times, pair.latest) - bisect.bisect_left(times, (lo_us, ""))
         share = views / user_views if user_views > 0 else 0.0
         return FeatureRow("user_category", (user_id, category_id), t_us,
                           {"category_views_30d": views, "category_view_share_30d": share})

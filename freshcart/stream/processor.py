@@ -134,13 +134,13 @@ class UserTask:
         self.seen[event.event_id] = t_us
         self.new_seen[event.event_id] = t_us
         self.meta.max_event_us = max(self.meta.max_event_us, t_us)
-        pair_row = self.features.apply_user(event.event_id, t_us, event.event_type, event.product_id,
+        pair_rows = self.features.apply_user(event.event_id, t_us, event.event_type, event.product_id,
                                             event.category_id, event.price, event.user_id, event.user_session)
         self.dirty_users.add(event.user_id)
         self.dirty_pairs.add((event.user_id, event.category_id))
         forwarded = Forwarded(self.partition, offset, event.event_id, t_us, event.event_type, event.product_id,
                               event.price, produced_ms)
-        return Outcome(rows=[pair_row], user_id=event.user_id, forwarded=forwarded)
+        return Outcome(rows=pair_rows, user_id=event.user_id, forwarded=forwarded)
 
     def rows_of(self, user_id: int) -> list[FeatureRow]:
         """The user's current user_activity and user_session rows."""
