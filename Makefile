@@ -57,10 +57,11 @@ test: setup ## Unit and integration tests against real servers (starts and stops
 test-unit: setup ## Unit tests only (no servers)
 	$(PY) -m pytest tests/unit -q
 
-bench: setup ## Benchmarks: simulator throughput, materialisation rows/s, 1 M-example training set
+bench: setup ## Benchmarks: simulator, materialisation rows/s, 1 M-example training set, model training
 	$(PY) bench/bench_simulator.py
 	@if [ -f bench/bench_materialize.py ]; then $(PY) bench/bench_materialize.py; fi
 	$(PY) bench/bench_training_set.py
+	$(PY) bench/bench_training.py
 
 clean: services-down ## Remove generated data (keeps the environment)
 	rm -rf data
@@ -75,3 +76,8 @@ airflow: $(VENV)/.installed ## Airflow 3 standalone with dags/ (UI on :8080, pas
 	  AIRFLOW_HOME="$(FRESHCART_DATA_DIR)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" \
 	  AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
 	  AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) airflow standalone
+
+MLFLOW_PORT ?= 5000
+.PHONY: mlflow-ui
+mlflow-ui: $(VENV)/.installed ## MLflow tracking UI for the profile's store on http://127.0.0.1:5000 (MLFLOW_PORT)
+	$(PY) -m freshcart.training.ui --port $(MLFLOW_PORT)

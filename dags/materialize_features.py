@@ -14,6 +14,8 @@ and on manual trigger. The interval `[start, end)` comes from
 Tasks: `build_features` (feature rows of the interval's event dates into the
 offline feature tables) -> `materialize_features` (those rows into the
 profile's online store through Feast). Both are idempotent for an interval.
+On success `materialize_features` updates the asset **freshcart_materialized_features**
+(extra: the interval `start`, `end`), which schedules `train_evaluate`.
 
 Logic: `freshcart.pipeline.build_features` and `freshcart.pipeline.materialize_features`.
 """
@@ -27,9 +29,16 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, task
 
-from freshcart.pipeline import OFFLINE_EVENTS_ASSET_NAME, OFFLINE_EVENTS_ASSET_URI, parse_instant
+from freshcart.pipeline import (
+    FEATURES_ASSET_NAME,
+    FEATURES_ASSET_URI,
+    OFFLINE_EVENTS_ASSET_NAME,
+    OFFLINE_EVENTS_ASSET_URI,
+    parse_instant,
+)
 
 OFFLINE_EVENTS = Asset(name=OFFLINE_EVENTS_ASSET_NAME, uri=OFFLINE_EVENTS_ASSET_URI, group="freshcart")
+MATERIALIZED_FEATURES = Asset(name=FEATURES_ASSET_NAME, uri=FEATURES_ASSET_URI, group="freshcart")
 ONE_DAY = timedelta(days=1)
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}([T ]\S+)?$"  # a date, or a date and time (an asset event's extra)
 log = logging.getLogger(__name__)
@@ -92,11 +101,15 @@ with DAG(
         start, end = run_interval(params or {}, triggering_asset_events, anchor)
         return pipeline.build_features(start, end)
 
-    @task
-    def materialize_features(built: dict[str, Any]) -> dict[str, Any]:
-        """Write the interval that ``build_features`` computed into the online store."""
+    @task(outlets=[MATERIALIZED_FEATURES])
+    def materialize_features(built: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
+        """Write the interval that ``build_features`` computed into the online store; the asset event
+        carries the interval (``start``, ``end``) for ``train_evaluate``."""
         from freshcart import pipeline
 
-        return pipeline.materialize_features(built["start"], built["end"])
+        summary = pipeline.materialize_features(built["start"], built["end"])
+        if outlet_events is not None:
+            outlet_events[MATERIALIZED_FEATURES].extra = {"start": summary["start"], "end": summary["end"]}
+        return summary
 
     materialize_features(build_features())

@@ -162,3 +162,11 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+from freshcart.cli_train import evaluate, promote, rollback, train  # noqa: E402  (registered after the shared helpers exist)
+
+app.command("train")(train)
+app.command("evaluate")(evaluate)
+app.command("promote")(promote)
+app.command("rollback")(rollback)

@@ -177,3 +177,81 @@ def materialize_features(start: str, end: str) -> dict[str, Any]:
         "profile": settings.profile,
         **_interval_fields(begin, finish),
     }
+
+
+# Training -----------------------------------------------------------------------------------
+
+FEATURES_ASSET_NAME = "freshcart_materialized_features"
+"""Name of the Airflow asset ``materialize_features`` updates (feature tables and the online store)."""
+FEATURES_ASSET_URI = "freshcart://features/materialized"
+"""URI of that asset; its events carry the materialised interval (``start``, ``end``)."""
+
+
+def training_interval(materialized_end: str, days: int | None = None) -> tuple[str, str]:
+    """The views to train on after features up to ``materialized_end``: ``days`` whole days (default
+    ``FRESHCART_TRAINING_DAYS``) ending one label horizon (rounded up to days) before it."""
+    import math
+
+    from freshcart.settings import load_settings
+
+    settings = load_settings()
+    end_day = parse_instant(materialized_end, "end").date()
+    end = end_day - timedelta(days=math.ceil(settings.horizon_hours / 24))
+    start = end - timedelta(days=days or settings.training_days)
+    return _midnight(start).isoformat(), _midnight(end).isoformat()
+
+
+def build_training_set(start: str, end: str) -> dict[str, Any]:
+    """Build (again) the point-in-time training set of the views in the days of ``[start, end)``.
+
+    Idempotent: the file ``<data_dir>/training/propensity_<first>_<last>.parquet`` is rewritten.
+    """
+    from freshcart.settings import load_settings
+    from freshcart.training.data import load_or_build
+
+    settings = load_settings()
+    first, last = interval_days(start, end)
+    table, path, _ = load_or_build(settings, first, last, rebuild=True)
+    labels = table["label"].to_numpy()
+    return {"training_set": str(path), "examples": table.num_rows, "positives": int(labels.sum()),
+            "start": first.isoformat(), "end": last.isoformat()}
+
+
+def train_model(model_type: str, training_set: str, start: str, end: str) -> dict[str, Any]:
+    """Train ``model_type`` on a training set, log it to MLflow and register a version (no alias yet)."""
+    from freshcart.settings import load_settings
+    from freshcart.training.train import train_model as train
+
+    settings = load_settings()
+    first, last = interval_days(start, end)
+    result = train(settings, model_type, first, last, Path(training_set), set_challenger=False)
+    return {"model_type": model_type, "version": result.version, "run_id": result.run_id,
+            "holdout_start": result.split.holdout_start.isoformat(), "train_seconds": result.train_seconds,
+            "oracle_auc": result.report.oracle_auc, **{f"holdout_{k}": v for k, v in result.report.model.items()},
+            **{f"baseline_{k}": v for k, v in result.report.baseline.items()}}
+
+
+def evaluate_models(trained: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pick the best of the freshly trained versions on the promotion metric and make it the challenger."""
+    from freshcart.settings import load_settings
+    from freshcart.training.evaluate import HIGHER_IS_BETTER
+    from freshcart.training.registry import CHALLENGER, connect
+
+    settings = load_settings()
+    metric = settings.promotion_metric
+    candidates = [t for t in trained if t and t.get(f"holdout_{metric}") is not None]
+    if not candidates:
+        raise ValueError(f"no trained model reports holdout_{metric}; check the train tasks' logs")
+    sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    best = max(candidates, key=lambda t: sign * float(t[f"holdout_{metric}"]))
+    connect(settings).set_registered_model_alias(settings.registered_model, CHALLENGER, str(best["version"]))
+    return {"challenger": best["version"], "model_type": best["model_type"], "metric": metric,
+            "compared": {t["model_type"]: t[f"holdout_{metric}"] for t in candidates}}
+
+
+def promote_challenger() -> dict[str, Any]:
+    """Promote the challenger if it beats the champion on the same holdout (see ``training.promote``)."""
+    from freshcart.settings import load_settings
+    from freshcart.training.promote import promote
+
+    return summarize(promote(load_settings()))

@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     mlflow_artifact_root: Path | None = Field(
         None, description="Where run artifacts (models, plots) go; defaults to <data_dir>/mlflow/artifacts."
     )
+    training_days: int = Field(
+        5, ge=1, le=365,
+        description="Days of views a scheduled training run learns from (ending a horizon before the newest features).",
+    )
     training_seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed of every random choice in training.")
     training_validation_share: float = Field(
         0.15, gt=0.0, lt=0.5, description="Share of the examples (by time, before the holdout) for validation."
@@ -129,7 +133,9 @@ class Settings(BaseSettings):
         0.15, gt=0.0, lt=0.5, description="Share of the latest examples held out for evaluation and promotion."
     )
     xgb_max_rounds: int = Field(400, ge=1, le=10_000, description="Most XGBoost boosting rounds (early stopping).")
-    xgb_threads: int = Field(0, ge=0, le=1024, description="XGBoost threads; 0 means every CPU core.")
+    training_threads: int = Field(
+        0, ge=0, le=1024, description="CPU threads of XGBoost and torch in training; 0 means every core."
+    )
     din_max_epochs: int = Field(6, ge=1, le=1000, description="Most epochs of the attention model (early stopping).")
     din_patience: int = Field(
         1, ge=1, le=100, description="Epochs without a better validation loss before the attention model stops."

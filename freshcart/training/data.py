@@ -1,0 +1,235 @@
+"""Training data: the point-in-time training set, its split by time, and the model inputs.
+
+A training set (``freshcart.features.training_set``) has one row per view with
+the features known strictly before it. This module reads (or builds) it, splits
+it by event time into train, validation and holdout, and turns rows into model
+inputs: a dense float matrix of tabular features (XGBoost and the attention
+model) plus, for the attention model, the candidate and the user's recent
+product and category ids as integer codes. The same functions serve training,
+evaluation and the registered models at scoring time, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from freshcart.features import spec
+from freshcart.features.training_set import build_training_set, feature_columns
+from freshcart.settings import Settings
+
+SEQUENCE_PRODUCTS = "user_session__recent_product_ids"
+SEQUENCE_CATEGORIES = "user_session__recent_category_ids"
+LIST_COLUMNS = (SEQUENCE_PRODUCTS, SEQUENCE_CATEGORIES, "user_activity__top_categories_30d")
+KEY_COLUMNS = ("event_id", "event_time", "user_id", "product_id", "category_id", "price")
+FEATURE_SERVICES = ("propensity_xgboost", "propensity_sequence")
+"""The Feast feature services whose features the models read (together they hold every input)."""
+DERIVED_COLUMNS = ("seq_product_count", "seq_product_recency", "seq_category_count",
+                   "seq_category_recency", "seq_length", "user_cart_rate_7d", "user_purchase_rate_7d",
+                   "product_cart_rate_7d")
+"""Features derived at scoring time from the stored ones: how often and how recently the candidate
+product (and its category) appear among the user's last products (recency: the number of newer items
+after the latest occurrence, ``spec.RECENT_ITEMS`` when absent), and carts or purchases per view of the
+user and of the product over 7 days (ratios that trees cannot form themselves)."""
+
+
+class TrainingDataError(ValueError):
+    """The training data is missing, empty or unusable; the message names what and what to do."""
+
+
+ABSOLUTE_TIME_COLUMNS = ("user_activity__last_event_ts",)
+"""Features that are points in time: a model reads the on-demand ``seconds_since_last_event`` instead."""
+
+
+def tabular_columns() -> list[str]:
+    """Stored and on-demand feature columns that are numbers (lists are handled separately)."""
+    return [c for c in feature_columns() if c not in LIST_COLUMNS and c not in ABSOLUTE_TIME_COLUMNS]
+
+
+def model_input_columns() -> list[str]:
+    """Every column a model reads from a row: keys, candidate price, features (with the sequences)."""
+    return ["product_id", "category_id", "price", *feature_columns()]
+
+
+def default_training_set_path(settings: Settings, start: date, end: date) -> Path:
+    """Where the training set of ``[start, end)`` is kept (and reused) under the data dir."""
+    return settings.data_dir / "training" / f"propensity_{start.isoformat()}_{end.isoformat()}.parquet"
+
+
+def load_or_build(settings: Settings, start: date, end: date, path: Path | None = None,
+                  rebuild: bool = False) -> tuple[pa.Table, Path, bool]:
+    """The training set of ``[start, end)``: read from ``path`` if present, else built and written there.
+
+    Returns the table, its path and whether it was built now.
+    """
+    target = path or default_training_set_path(settings, start, end)
+    if target.is_file() and not rebuild:
+        return pq.read_table(target), target, False
+    table, _ = build_training_set(settings, start, end, target)
+    return table, target, True
+
+
+def read_training_set(path: Path) -> pa.Table:
+    """A training set written by ``build_training_set``; a missing file or column is an error naming it."""
+    if not path.is_file():
+        raise TrainingDataError(f"training set {path} does not exist; build it with "
+                                "`freshcart features training-set` or pass --start/--end to build one")
+    table = pq.read_table(path)
+    missing = [c for c in (*KEY_COLUMNS, "label", *feature_columns()) if c not in table.column_names]
+    if missing:
+        raise TrainingDataError(f"training set {path} lacks column(s) {', '.join(missing)}; "
+                                "rebuild it with `freshcart features training-set`")
+    return table
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Boundaries of a split by event time: train < validation_start <= validation < holdout_start <= holdout."""
+
+    validation_start: datetime
+    holdout_start: datetime
+
+    def masks(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boolean row masks of train, validation and holdout."""
+        times = _timestamps_us(table["event_time"])
+        val_us, hold_us = _to_us(self.validation_start), _to_us(self.holdout_start)
+        return times < val_us, (times >= val_us) & (times < hold_us), times >= hold_us
+
+
+def _timestamps_us(column: pa.ChunkedArray) -> np.ndarray:
+    return pc.cast(pc.cast(column, pa.timestamp("us", tz="UTC")), pa.int64()).to_numpy()
+
+
+def _to_us(moment: datetime) -> int:
+    return int(pd.Timestamp(moment).value // 1000)
+
+
+def split_by_time(table: pa.Table, validation_share: float, holdout_share: float) -> TimeSplit:
+    """Cut the rows at event-time quantiles: the latest ``holdout_share`` is the holdout, the
+    ``validation_share`` before it the validation set, the rest the training set.
+
+    Each part must hold positives and negatives, else the error names the part and what to do.
+    """
+    if table.num_rows == 0:
+        raise TrainingDataError("the training set has no rows; choose an interval with views")
+    times = np.sort(_timestamps_us(table["event_time"]))
+    hold_at = int(times[min(len(times) - 1, int(len(times) * (1.0 - holdout_share)))])
+    val_at = int(times[min(len(times) - 1, int(len(times) * (1.0 - holdout_share - validation_share)))])
+    split = TimeSplit(pd.Timestamp(val_at, unit="us", tz="UTC").to_pydatetime(),
+                      pd.Timestamp(hold_at, unit="us", tz="UTC").to_pydatetime())
+    labels = table["label"].to_numpy()
+    for name, mask in zip(("train", "validation", "holdout"), split.masks(table)):
+        positives = int(labels[mask].sum())
+        if positives == 0 or positives == int(mask.sum()):
+            raise TrainingDataError(
+                f"the {name} part ({int(mask.sum())} rows from the time split) has {positives} positives; "
+                "each part needs both classes: use a longer interval or other split shares "
+                "(FRESHCART_TRAINING_VALIDATION_SHARE, FRESHCART_TRAINING_HOLDOUT_SHARE)")
+    return split
+
+
+def data_hash(table: pa.Table) -> str:
+    """SHA-256 of the rows' ids, times, labels and features, independent of chunking and file layout."""
+    digest = hashlib.sha256()
+    for name in ("event_id", "event_time", "label", *feature_columns()):
+        column = table[name].combine_chunks() if isinstance(table[name], pa.ChunkedArray) else table[name]
+        digest.update(name.encode())
+        if pa.types.is_list(column.type):
+            digest.update(pc.list_value_length(column).fill_null(-1).to_numpy(zero_copy_only=False).tobytes())
+            digest.update(pc.list_flatten(column).to_numpy(zero_copy_only=False).tobytes())
+        elif pa.types.is_string(column.type):
+            digest.update("\x00".join(column.to_pylist()).encode())
+        else:
+            values = pc.cast(column, pa.float64()) if not pa.types.is_timestamp(column.type) else \
+                pc.cast(column.cast(pa.timestamp("us", tz="UTC")), pa.int64())
+            digest.update(values.fill_null(float("nan") if pa.types.is_floating(values.type) else -1)
+                          .to_numpy(zero_copy_only=False).tobytes())
+    return digest.hexdigest()
+
+
+def as_table(frame: pd.DataFrame | pa.Table) -> pa.Table:
+    """A model input (a pandas frame from MLflow or a training-set table) as an Arrow table."""
+    if isinstance(frame, pa.Table):
+        return frame
+    missing = [c for c in model_input_columns() if c not in frame.columns]
+    if missing:
+        raise TrainingDataError(f"model input lacks column(s) {', '.join(missing)}; "
+                                "pass rows with the training set's columns (see model_input_columns())")
+    columns = {}
+    for name in model_input_columns():
+        values = frame[name]
+        if name in LIST_COLUMNS:
+            columns[name] = pa.array([None if v is None or (isinstance(v, float) and v != v) else list(v)
+                                      for v in values], type=pa.list_(pa.int64()))
+        elif name in ("product_id", "category_id"):
+            columns[name] = pa.array(pd.to_numeric(values, errors="coerce").astype("Int64"), from_pandas=True)
+        else:
+            columns[name] = pa.array(pd.to_numeric(values, errors="coerce").astype("float64"), from_pandas=True)
+    return pa.table(columns)
+
+
+def sequence_matrix(column: pa.ChunkedArray | pa.Array, length: int = spec.RECENT_ITEMS) -> np.ndarray:
+    """The last ``length`` ids of each list, right-aligned (newest last), 0 where there are fewer."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    array = pc.fill_null(array, pa.scalar([], type=array.type))
+    lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = pc.list_flatten(array).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    ends = np.cumsum(lengths)
+    out = np.zeros((len(lengths), length), dtype=np.int64)
+    for back in range(1, length + 1):  # position from the end, vectorised over rows
+        has = lengths >= back
+        out[has, length - back] = flat[ends[has] - back]
+    return out
+
+
+def id_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An id column as int64, -1 where it is null."""
+    return pc.fill_null(pc.cast(column, pa.int64()), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def derived_features(table: pa.Table) -> dict[str, np.ndarray]:
+    """:data:`DERIVED_COLUMNS` of each row, from its candidate and its recent sequences."""
+    products = sequence_matrix(table[SEQUENCE_PRODUCTS])
+    categories = sequence_matrix(table[SEQUENCE_CATEGORIES])
+    candidate, category = id_array(table["product_id"]), id_array(table["category_id"])
+    length = spec.RECENT_ITEMS
+    positions = np.arange(length)
+    out: dict[str, np.ndarray] = {}
+    for name, matrix, key in (("product", products, candidate), ("category", categories, category)):
+        hit = (matrix == key[:, None]) & (matrix != 0)
+        out[f"seq_{name}_count"] = hit.sum(axis=1).astype(np.float32)
+        latest = np.where(hit, positions, -1).max(axis=1)
+        out[f"seq_{name}_recency"] = np.where(latest >= 0, length - 1 - latest, length).astype(np.float32)
+    out["seq_length"] = (products != 0).sum(axis=1).astype(np.float32)
+
+    def number(name: str) -> np.ndarray:
+        return pc.cast(table[name], pa.float64()).to_numpy(zero_copy_only=False)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        user_views = number("user_activity__views_7d") + 1.0
+        out["user_cart_rate_7d"] = (number("user_activity__carts_7d") / user_views).astype(np.float32)
+        out["user_purchase_rate_7d"] = (number("user_activity__purchases_7d") / user_views).astype(np.float32)
+        out["product_cart_rate_7d"] = (number("product_activity__carts_7d")
+                                       / (number("product_activity__views_7d") + 1.0)).astype(np.float32)
+    return out
+
+
+def tabular_matrix(table: pa.Table) -> tuple[np.ndarray, list[str]]:
+    """Tabular features plus the derived sequence features as float32 (NaN where unknown), and their names."""
+    names = [*tabular_columns(), "price", *DERIVED_COLUMNS]
+    derived = derived_features(table)
+    columns = []
+    for name in names:
+        if name in derived:
+            columns.append(derived[name])
+        else:
+            columns.append(pc.cast(table[name], pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32))
+    return np.column_stack(columns), names

@@ -1,0 +1,138 @@
+"""Training the attention model: seeded mini-batch Adam, early stopping on the validation set.
+
+Rows are encoded once into compact arrays (int64 id codes, float32 features);
+every step gathers one shuffled mini-batch and copies only that batch to the
+device, so GPU memory holds the network and one batch. The weights of the epoch
+with the best validation log loss are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from freshcart.training.din_model import DeepInterestNetwork, DINInputs, DINModel, DINParams, Encoder, pick_device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA), and ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass
+class DINTrainingLog:
+    """What happened while training: per-epoch losses, times and the epoch kept."""
+
+    train_loss: list[float] = field(default_factory=list)
+    validation_loss: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    device: str = "cpu"
+
+
+MIN_STEPS_PER_EPOCH = 64
+
+
+def effective_batch_size(batch_size: int, rows: int) -> int:
+    """The configured batch size, made smaller for small training sets so an epoch has at least
+    :data:`MIN_STEPS_PER_EPOCH` steps (never below 64 rows)."""
+    return max(64, min(batch_size, rows // MIN_STEPS_PER_EPOCH))
+
+
+def _log_loss(model: DINModel, inputs: DINInputs, labels: np.ndarray) -> float:
+    p = np.clip(model.predict_inputs(inputs), 1e-7, 1 - 1e-7)
+    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+
+
+def train_din(train: pa.Table, validation: pa.Table, params: DINParams,
+              progress: Callable[[int, int, str], None] | None = None) -> tuple[DINModel, DINTrainingLog]:
+    """Fit the network on ``train``; stop when the validation log loss has not improved for ``patience`` epochs.
+
+    ``progress(step, total_steps, description)`` is called after every mini-batch.
+    """
+    seed_everything(params.seed)
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    device = pick_device(params.device)
+    encoder = Encoder.fit(train, params.min_product_count)
+    train_inputs, val_inputs = encoder.encode(train), encoder.encode(validation)
+    train_y = train["label"].to_numpy().astype(np.float32)
+    val_y = validation["label"].to_numpy().astype(np.float64)
+    network = DeepInterestNetwork(len(encoder.products), len(encoder.categories),
+                                  train_inputs.tabular.shape[1], params).to(device)
+    model = DINModel(network, encoder, params, device)
+    optimizer = torch.optim.Adam(network.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss()
+    generator = np.random.default_rng(params.seed)
+    batch_size = effective_batch_size(params.batch_size, len(train_inputs))
+    steps_per_epoch = max(1, -(-len(train_inputs) // batch_size))
+    log = DINTrainingLog(device=str(device))
+    best_state, best_loss, stale = copy.deepcopy(network.state_dict()), float("inf"), 0
+    for epoch in range(params.max_epochs):
+        started = time.perf_counter()
+        network.train()
+        order = generator.permutation(len(train_inputs))
+        total = 0.0
+        for step in range(steps_per_epoch):
+            index = order[step * batch_size:(step + 1) * batch_size]
+            *features, = train_inputs.batch(index, device)
+            target = torch.from_numpy(train_y[index]).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(network(*features), target)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(index)
+            if progress is not None:
+                progress(epoch * steps_per_epoch + step + 1, params.max_epochs * steps_per_epoch,
+                         f"epoch {epoch + 1}/{params.max_epochs}")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        log.epoch_seconds.append(time.perf_counter() - started)
+        log.train_loss.append(total / len(train_inputs))
+        log.validation_loss.append(_log_loss(model, val_inputs, val_y))
+        if log.validation_loss[-1] < best_loss - 1e-6:
+            best_loss, stale, log.best_epoch = log.validation_loss[-1], 0, epoch + 1
+            best_state = copy.deepcopy(network.state_dict())
+        else:
+            stale += 1
+            if stale >= params.patience:
+                break
+    network.load_state_dict(best_state)
+    return model, log
+
+
+def save_din(model: DINModel, folder: Path) -> Path:
+    """Write the weights, the encoder and the parameters under ``folder``; returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.cpu() for k, v in model.network.state_dict().items()}, folder / "network.pt")
+    np.savez(folder / "encoder.npz", **model.encoder.state())
+    params = asdict(model.params)
+    (folder / "din.json").write_text(json.dumps({"params": params, "feature_names": model.encoder.feature_names},
+                                                indent=2))
+    return folder
+
+
+def load_din(folder: Path, device: str = "auto") -> DINModel:
+    """Read a model written by :func:`save_din`, onto ``device`` ('auto': CUDA when available)."""
+    meta = json.loads((folder / "din.json").read_text())
+    params = DINParams(**{**meta["params"], "hidden": tuple(meta["params"]["hidden"]), "device": device})
+    with np.load(folder / "encoder.npz") as arrays:
+        encoder = Encoder.from_state(dict(arrays), meta["feature_names"])
+    target = pick_device(device)
+    network = DeepInterestNetwork(len(encoder.products), len(encoder.categories), 2 * len(encoder.feature_names),
+                                  params)
+    network.load_state_dict(torch.load(folder / "network.pt", map_location="cpu", weights_only=True))
+    return DINModel(network.to(target), encoder, params, target)
