@@ -3,7 +3,9 @@
 Simulates a week of shop traffic, replays a slice of it through the Kafka
 broker and consumes it back, lands and ingests the week into the offline
 store, builds the feature tables, applies the Feast repository, materialises
-the online store and reads a few rows back, and builds a training set.
+the online store and reads a few rows back, builds a training set, trains and
+registers a champion model, and finally runs the stream processor on live traffic,
+showing one shopper's online features change as their session goes on.
 """
 
 from __future__ import annotations
@@ -166,6 +168,16 @@ def run_demo(settings: Settings, console: Console) -> None:
     console.print(f"{report.examples:,} labelled views of {day} ({report.positives / report.examples:.2%} "
                   f"bought within {settings.horizon_hours:g} h), {len(report.feature_columns)} features "
                   f"as of strictly before each view, in {report.seconds:.1f}s -> {path}")
+
+    console.rule("6. train, evaluate, register a champion")
+    from freshcart.training.demo import train_demo
+
+    train_demo(settings, console, start + timedelta(days=1), end - timedelta(days=2))
+
+    console.rule("7. real time: the stream processor while shoppers click")
+    from freshcart.stream.demo import run_live
+
+    run_live(settings, console, config)
 
     console.rule("where things are")
     console.print(f"simulation  {out_dir}/event_date=YYYY-MM-DD/ (truth in _truth/)")

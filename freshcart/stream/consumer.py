@@ -86,6 +86,15 @@ class RunSummary:
     dead_letters: int = 0
     rows_written: int = 0
     seconds: float = 0.0
+    first_message: float | None = None  # monotonic time of the first message
+    last_write: float | None = None  # monotonic time the last online write ended
+
+    @property
+    def busy_seconds(self) -> float:
+        """From the first message to the last online write (startup and idle time excluded)."""
+        if self.first_message is None or self.last_write is None:
+            return 0.0
+        return max(1e-9, self.last_write - self.first_message)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -277,6 +286,7 @@ class StreamProcessor:
             self.metrics.batch_rows.observe(len(rows))
             self.metrics.batch_events.observe(events)
             self.summary.rows_written += len(rows)
+            self.summary.last_write = time.monotonic()
         now_ms = time.time() * 1000
         for slot in self.slots.values():
             if slot.pending or slot.replayed:
@@ -384,6 +394,8 @@ class StreamProcessor:
                             self._on_product(slot, record)
                         self.summary.consumed += 1
                         self.pending_events += 1
+                if batches and self.summary.first_message is None:
+                    self.summary.first_message = time.monotonic()
                 if batches or not self.slots:  # idle time counts only while partitions are assigned
                     last_message = time.monotonic()
                     if self.first_pending is None:
