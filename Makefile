@@ -57,10 +57,12 @@ test: setup ## Unit and integration tests against real servers (starts and stops
 test-unit: setup ## Unit tests only (no servers)
 	$(PY) -m pytest tests/unit -q
 
-bench: setup ## Benchmarks: simulator, materialisation rows/s, 1 M-example training set, model training
+bench: setup ## Benchmarks: simulator, materialisation rows/s, 1 M-example training set, stream, model training
 	$(PY) bench/bench_simulator.py
 	@if [ -f bench/bench_materialize.py ]; then $(PY) bench/bench_materialize.py; fi
 	$(PY) bench/bench_training_set.py
+	FRESHCART_PROFILE=production $(FRESHCART) services up
+	$(PY) bench/bench_stream.py
 	$(PY) bench/bench_training.py
 
 clean: services-down ## Remove generated data (keeps the environment)
