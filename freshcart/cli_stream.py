@@ -70,18 +70,18 @@ def status() -> None:
         table.add_row(row.topic, str(row.partition), f"{row.end:,}",
                       "-" if row.committed is None else f"{row.committed:,}", f"{row.lag:,}")
     console.print(table)
-    statuses = read_statuses(settings.data_dir)
+    statuses = [s for s in read_statuses(settings.data_dir) if s.get("group") == settings.stream_group]
     if not statuses:
         console.print("no consumer has reported yet (start one with `freshcart stream consume`)")
         return
-    fresh = Table("consumer", "state", "updated", "events/s", "stage", "n", "p50 ms", "p90 ms", "p99 ms", "max ms",
+    fresh = Table("consumer pid", "state", "updated", "avg events/s", "stage", "n", "p50 ms", "p90 ms", "p99 ms", "max ms",
                   title="freshness: event produced -> features written online (recent events)")
     for s in statuses:
         state = "running" if s.get("running") else "stopped"
         age = f"{time.time() - s.get('updated', 0):.0f}s ago"
         stages = s.get("freshness_ms") or {"-": {}}
         for stage, p in stages.items():
-            fresh.add_row(s.get("client_id", "?"), state, age, f"{s.get('accepted_per_s', 0):,.0f}", stage,
+            fresh.add_row(str(s.get("pid", "?")), state, age, f"{s.get('accepted_per_s', 0):,.0f}", stage,
                           f"{p.get('n', 0):,}", *(f"{p[k]:.0f}" if k in p else "-" for k in ("p50", "p90", "p99", "max")))
     console.print(fresh)
 

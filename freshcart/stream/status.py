@@ -26,7 +26,7 @@ def group_lag(settings: Settings) -> list[PartitionLag]:
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="freshcart-status")
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id="freshcart-status")
     try:
-        committed = admin.list_consumer_group_offsets(settings.stream_group)
+        committed = admin.list_group_offsets({settings.stream_group: None}).get(settings.stream_group, {})
         partitions = [TopicPartition(topic, p) for topic in (settings.events_topic, settings.product_topic)
                       for p in sorted(consumer.partitions_for_topic(topic) or ())]
         ends = consumer.end_offsets(partitions) if partitions else {}
