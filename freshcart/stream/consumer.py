@@ -102,10 +102,10 @@ class _Listener(ConsumerRebalanceListener):
         self.processor = processor
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.processor.release(revoked, save=True)
+        self.processor.release(revoked, lost=False)
 
     def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        self.processor.release(lost, save=False)
+        self.processor.release(lost, lost=True)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.processor.acquire(assigned)
@@ -128,6 +128,8 @@ class StreamProcessor:
         self.writer: OnlineWriter = online_writer(settings, self.store, writer)
         self.offline = OfflineWriter(settings.feature_tables_dir)
         self.slots: dict[TopicPartition, Slot] = {}
+        self.parked: dict[TopicPartition, Slot] = {}  # revoked, kept until the rebalance ends
+        self.gap_seeks: dict[TopicPartition, int] = {}  # offsets sought back to (a second gap there is real)
         self.forward: dict[tuple[int, int], list[Forwarded]] = {}  # (product partition, source partition)
         self.first_pending: float | None = None
         self.pending_events = 0
@@ -177,11 +179,18 @@ class StreamProcessor:
 
     # ----------------------------------------------------------------- partitions
     def acquire(self, assigned: set[TopicPartition]) -> None:
-        """Load the state of newly assigned partitions and seek to the offsets it reflects."""
+        """Load the state of newly assigned partitions and seek to the offsets it reflects.
+
+        A partition given back in the same rebalance keeps its state in memory. Runs on the
+        consumer's network loop: local I/O only, nothing that waits for the broker.
+        """
         assert self.consumer is not None
         for tp in sorted(assigned):
-            slot = self.slots.get(tp)
-            if slot is None:
+            slot = self.slots.get(tp) or self.parked.pop(tp, None)
+            if slot is not None:
+                log.info("assigned %s-%d: state kept in memory, from offset %d", tp.topic, tp.partition,
+                         slot.task.meta.next_offset)
+            else:
                 if tp.topic == self.settings.events_topic:
                     task: UserTask | ProductTask = UserTask(tp.partition, self.lateness_us)
                 else:
@@ -189,23 +198,35 @@ class StreamProcessor:
                 store = CheckpointStore(checkpoint_path(state_dir(self.settings), tp.topic, tp.partition))
                 parts, meta = store.load()
                 task.restore(parts, meta)
-                slot = self.slots[tp] = Slot(tp, task, store, offline_from=meta.next_offset)
+                slot = Slot(tp, task, store, offline_from=meta.next_offset)
                 replay = meta.written_offset - meta.next_offset
                 log.info("assigned %s-%d: state of %d changelog entries, from offset %d%s", tp.topic,
                          tp.partition, len(parts), meta.next_offset,
                          f" (replaying {replay} already written online)" if replay > 0 else "")
+            self.slots[tp] = slot
             self.consumer.seek(tp, slot.task.meta.next_offset)
-
-    def release(self, partitions: set[TopicPartition], save: bool) -> None:
-        """Give partitions up: checkpoint them first when ``save``, else drop what is in memory."""
-        if save:
-            self.checkpoint(commit=False)
-        for tp in partitions:
-            slot = self.slots.pop(tp, None)
-            if slot is not None:
-                slot.store.close()
+        for slot in self.parked.values():  # went to another consumer: it resumes from their checkpoints
+            slot.store.close()
+        self.parked = {}
         self.forward = {k: v for k, v in self.forward.items()
                         if TopicPartition(self.settings.events_topic, k[1]) in self.slots}
+
+    def release(self, partitions: set[TopicPartition], lost: bool) -> None:
+        """Give partitions up (rebalance or shutdown).
+
+        Nothing is saved here: saving needs the broker's acks, which cannot be awaited on the
+        consumer's network loop. The next owner resumes from the last checkpoint; the online
+        rows written since are skipped while it replays (``written_offset``). Revoked partitions
+        are parked in case the same rebalance gives them back; lost ones are dropped.
+        """
+        for tp in partitions:
+            slot = self.slots.pop(tp, None)
+            if slot is None:
+                continue
+            if lost:
+                slot.store.close()
+            else:
+                self.parked[tp] = slot
         log.info("released %s", ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(partitions)) or "nothing")
 
     # ----------------------------------------------------------------- per message
@@ -386,8 +407,16 @@ class StreamProcessor:
                     if slot is None:
                         continue
                     for record in records:
-                        if record.offset < slot.task.meta.next_offset:
+                        expected = slot.task.meta.next_offset
+                        if record.offset < expected:
                             continue  # delivered again after a seek; already applied
+                        if record.offset > expected and self.gap_seeks.get(tp) != expected:
+                            # fetched before a rebalance moved this partition back: read from the state's offset
+                            log.warning("%s-%d: got offset %d, expected %d; seeking back", tp.topic, tp.partition,
+                                        record.offset, expected)
+                            self.gap_seeks[tp] = expected
+                            self.consumer.seek(tp, expected)
+                            break
                         if slot.stage == USER:
                             self._on_user(slot, record, bounds)
                         else:
@@ -425,9 +454,9 @@ class StreamProcessor:
         if self.producer is not None:
             self.producer.close(timeout=10)
             self.producer = None
-        for slot in self.slots.values():
+        for slot in [*self.slots.values(), *self.parked.values()]:
             slot.store.close()
-        self.slots = {}
+        self.slots, self.parked = {}, {}
 
 
 def install_signal_handlers(processor: StreamProcessor) -> None:

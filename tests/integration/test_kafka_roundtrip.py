@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -60,7 +61,9 @@ def test_produce_consume_restart(settings, topic, events):
     cli = [sys.executable, "-m", "freshcart", "services"]
     down = subprocess.run([*cli, "down"], capture_output=True, text=True, timeout=120)
     assert "kafka stopped" in down.stdout, down.stdout + down.stderr
-    up = subprocess.run([*cli, "up"], capture_output=True, text=True, timeout=120)
+    # `down` stopped every server; bring back the production profile's too, which later tests use
+    up = subprocess.run([*cli, "up"], capture_output=True, text=True, timeout=120,
+                        env={**os.environ, "FRESHCART_PROFILE": "production"})
     assert "kafka started" in up.stdout, up.stdout + up.stderr
     again = _read_all(settings, topic, bounds)
     assert {e.event_id: e for _, _, e in again} == by_id

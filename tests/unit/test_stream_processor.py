@@ -152,3 +152,15 @@ def test_rows_to_table_uses_the_view_schema(events: list[Event]) -> None:
     table = rows_to_table("user_activity", [r for r in rows if r.view == "user_activity"])
     assert table.schema == spec.VIEWS["user_activity"].schema
     assert table.num_rows == 1 and table["user_id"][0].as_py() == events[0].user_id
+
+
+def test_stream_cli_help_and_bad_writer() -> None:
+    from typer.testing import CliRunner
+
+    from freshcart.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["stream", "--help"])
+    assert result.exit_code == 0 and all(c in result.output for c in ("consume", "status", "dlq"))
+    bad = runner.invoke(app, ["stream", "consume", "--writer", "bogus"])
+    assert bad.exit_code == 2 and "--writer 'bogus'" in bad.output
