@@ -41,10 +41,11 @@ import redis
 
 from freshcart.features import spec
 from freshcart.features.store import apply, feature_store
+from freshcart import kafka_io
 from freshcart.kafka_io import ensure_topics, make_producer
 from freshcart.settings import Settings, load_settings
 from freshcart.simulator import SimulationConfig, iter_records
-from freshcart.stream.consumer import StreamProcessor
+from freshcart.stream.consumer import CONSUMER_SETTINGS, StreamProcessor
 from freshcart.stream.metrics import read_statuses
 from freshcart.stream.sinks import PushWriter, rows_to_table
 
@@ -76,16 +77,10 @@ def fresh(base: Settings, template: Path) -> Settings:
 
 def produce(settings: Settings, values: list[bytes], rate: float | None = None) -> float:
     producer = make_producer(settings)
-    started = time.perf_counter()
-    for i, value in enumerate(values):
-        producer.send(settings.events_topic, key=json.loads(value)["user_id"].__str__().encode(), value=value)
-        if rate and i % 50 == 0:
-            ahead = i / rate - (time.perf_counter() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-    producer.flush()
+    keyed = ((str(json.loads(value)["user_id"]).encode(), value) for value in values)
+    summary = kafka_io.produce(producer, settings.events_topic, keyed, rate=rate)
     producer.close()
-    return time.perf_counter() - started
+    return summary.seconds
 
 
 def throughput(settings: Settings, template: Path, values: list[bytes]) -> dict[str, float]:
@@ -120,20 +115,10 @@ def throughput(settings: Settings, template: Path, values: list[bytes]) -> dict[
             "push_rows_per_s": total / push_s, "push_rows": total}
 
 
-def env_of(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("profile", "data_dir", "events_topic", "product_topic", "dlq_topic", "stream_group",
-                 "stream_metrics_port", "redis_url", "postgres_url"):
-        value = getattr(settings, name)
-        if value is not None:
-            env[f"FRESHCART_{name.upper()}"] = str(value.get_secret_value() if hasattr(value, "get_secret_value")
-                                                   else value)
-    return env
-
-
 def freshness(settings: Settings, values: list[bytes], rate: float) -> dict[str, dict[str, float]]:
     log = open(settings.data_dir / f"consumer-{settings.stream_group}.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "freshcart", "stream", "consume"], env=env_of(settings),
+    process = subprocess.Popen([sys.executable, "-m", "freshcart", "stream", "consume"],
+                               env=settings.child_env(CONSUMER_SETTINGS),
                                stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120

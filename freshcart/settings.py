@@ -7,8 +7,11 @@ Nothing is read at import time: call :func:`load_settings`.
 
 from __future__ import annotations
 
+import os
+
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -230,6 +233,17 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
+
+    def child_env(self, names: Iterable[str]) -> dict[str, str]:
+        """This process's environment plus the ``FRESHCART_*`` variables that give a child process
+        these settings' values of ``names`` (unset ones are left out)."""
+        env = dict(os.environ)
+        for name in names:
+            value = getattr(self, name)
+            if value is not None:
+                value = value.get_secret_value() if isinstance(value, SecretStr) else value
+                env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env
 
     def masked(self) -> dict[str, Any]:
         """Effective settings for display, secrets masked (``**********``)."""

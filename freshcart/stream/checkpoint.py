@@ -68,15 +68,17 @@ class CheckpointStore:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute("INSERT INTO changelog (blob) VALUES (?)", (blob,))
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('state', ?)", (state,))
-            size = self.conn.execute("SELECT coalesce(sum(length(blob)), 0) FROM changelog").fetchone()[0]
+            size = (self._get("changelog_bytes") or 0) + len(blob)
             base = self._get("snapshot_bytes") or 0
+            written = len(blob)
             if snapshot is not None and size > max(COMPACT_MIN_BYTES, COMPACT_FACTOR * base):
                 full = pickle.dumps(snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
                 self.conn.execute("DELETE FROM changelog")
                 self.conn.execute("INSERT INTO changelog (blob) VALUES (?)", (full,))
                 self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('snapshot_bytes', ?)", (str(len(full)),))
-                return len(full)
-        return len(blob)
+                size = written = len(full)
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('changelog_bytes', ?)", (str(size),))
+        return written
 
     def mark_written(self, offset: int) -> None:
         """Record that the online store holds every row of the offsets below ``offset``."""

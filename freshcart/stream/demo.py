@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -56,18 +55,11 @@ def live_records(config: Any, n: int) -> list[dict[str, Any]]:
     return out
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("profile", "data_dir", "events_topic", "product_topic", "dlq_topic", "stream_group",
-                 "stream_metrics_port"):
-        env[f"FRESHCART_{name.upper()}"] = str(getattr(settings, name))
-    return env
-
-
 def run_live(settings: Settings, console: Console, config: Any) -> None:
     """Consume while producing live traffic; print one shopper's features as their session goes on."""
     from freshcart.features.store import feature_store
     from freshcart.kafka_io import ensure_topics, make_producer
+    from freshcart.stream.consumer import CONSUMER_SETTINGS
     from freshcart.stream.metrics import read_statuses
 
     live = live_settings(settings)
@@ -77,7 +69,8 @@ def run_live(settings: Settings, console: Console, config: Any) -> None:
     log_path = settings.logs_dir / "stream-demo.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "freshcart", "stream", "consume"], env=_env(live),
+        process = subprocess.Popen([sys.executable, "-m", "freshcart", "stream", "consume"],
+                                   env=live.child_env(CONSUMER_SETTINGS),
                                    stdout=log, stderr=subprocess.STDOUT)
     store = feature_store(live)
     refs = ["user_session:session_events", "user_session:session_products", "user_session:session_carts",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import os
 import random
 import shutil
 import signal
@@ -27,18 +26,17 @@ from typing import Any, Iterator
 import pytest
 
 from freshcart.features.store import apply, feature_store
+from freshcart import kafka_io
 from freshcart.kafka_io import ensure_topics, make_producer
 from freshcart.schema import Event, TimeBounds, validate_record
 from freshcart.services import kafka as kafka_service
 from freshcart.settings import Settings, load_settings
 from freshcart.simulator import SimulationConfig, iter_records
 from freshcart.simulator.faults import inject_faults
+from freshcart.stream.consumer import CONSUMER_SETTINGS
 from freshcart.stream.dlq import read_dead_letters
 from freshcart.stream.verify import verify_online
 
-ENV_FIELDS = ("profile", "data_dir", "events_topic", "product_topic", "dlq_topic", "stream_group",
-              "stream_batch_size", "stream_max_wait_ms", "stream_checkpoint_seconds",
-              "stream_allowed_lateness_seconds", "stream_metrics_port", "redis_url", "postgres_url")
 
 
 def simulated(n: int, seed: int) -> list[Event]:
@@ -99,21 +97,12 @@ def delete_topics(settings: Settings) -> None:
         print(f"could not delete the test topics: {exc}")
 
 
-def env_of(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ENV_FIELDS:
-        value = getattr(settings, name)
-        if value is not None:
-            value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-            env[f"FRESHCART_{name.upper()}"] = str(value)
-    return env
-
-
 def start_consumer(settings: Settings, log: Path, idle: float | None = None) -> subprocess.Popen:
     args = [sys.executable, "-m", "freshcart", "stream", "consume"]
     if idle is not None:
         args += ["--stop-when-idle", str(idle)]
-    return subprocess.Popen(args, env=env_of(settings), stdout=log.open("a"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(args, env=settings.child_env(CONSUMER_SETTINGS), stdout=log.open("a"),
+                            stderr=subprocess.STDOUT)
 
 
 def run_until_idle(settings: Settings, log: Path, idle: float = 4.0, timeout: float = 180) -> None:
@@ -126,9 +115,7 @@ def run_until_idle(settings: Settings, log: Path, idle: float = 4.0, timeout: fl
 
 def produce(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
     producer = make_producer(settings)
-    for key, value in messages:
-        producer.send(settings.events_topic, key=key, value=value)
-    producer.flush()
+    kafka_io.produce(producer, settings.events_topic, messages)
     producer.close()
 
 
