@@ -142,15 +142,22 @@ def _begin(store: Any, fv: Any) -> Any:
     return previous
 
 
-def _write_sqlite(store: Any, fv: Any, table: pa.Table, conn: sqlite3.Connection | None = None,
-                  check: bool = True) -> None:
-    """Upsert ``table`` (keys, timestamp, features) into the view's SQLite table and commit.
+@dataclass
+class _Encoded:
+    """A view's latest rows encoded for its SQLite table, ready to write."""
 
-    ``conn``: an open connection to the online store (default: a new one, closed after);
+    table: str
+    keys: np.ndarray
+    seconds: np.ndarray
+    columns: dict[str, online_sqlite.Column]
+
+
+def _encode_sqlite(store: Any, fv: Any, table: pa.Table, check: bool = True) -> _Encoded:
+    """Encode ``table`` (keys, timestamp, features) for the view's SQLite table, rows sorted by key bytes.
+
     ``check``: compare the fast encoding with Feast's on a sample of each column.
     """
     from feast.infra.online_stores.helpers import compute_table_id
-    from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
     config = store.config
     keys = [c.name for c in fv.entity_columns]
@@ -163,14 +170,27 @@ def _write_sqlite(store: Any, fv: Any, table: pa.Table, conn: sqlite3.Connection
     columns = {f.name: online_sqlite.encode_column(taken[f.name], f.dtype.to_value_type(), f.name, check)
                for f in fv.features}
     name = compute_table_id(config.project, fv, config.registry.enable_online_feature_view_versioning)
+    return _Encoded(name, matrix, online_sqlite.epoch_seconds(micros), columns)
+
+
+def _write_encoded(store: Any, encoded: _Encoded, conn: sqlite3.Connection | None = None) -> None:
+    """Upsert encoded rows into the online store and commit (``conn``: an open connection, else a new one)."""
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
     own = conn is None
-    conn = conn or sqlite3.connect(SqliteOnlineStore._get_db_path(config))
+    conn = conn or sqlite3.connect(SqliteOnlineStore._get_db_path(store.config))
     try:
         with conn:
-            online_sqlite.write_rows(conn, name, matrix, online_sqlite.epoch_seconds(micros), columns)
+            online_sqlite.write_rows(conn, encoded.table, encoded.keys, encoded.seconds, encoded.columns)
     finally:
         if own:
             conn.close()
+
+
+def _write_sqlite(store: Any, fv: Any, table: pa.Table, conn: sqlite3.Connection | None = None,
+                  check: bool = True) -> None:
+    """Upsert ``table`` (keys, timestamp, features) into the view's SQLite table and commit."""
+    _write_encoded(store, _encode_sqlite(store, fv, table, check), conn)
 
 
 def _write_feast(store: Any, fv: Any, table: pa.Table) -> None:
@@ -191,23 +211,55 @@ def _fast_sqlite(store: Any) -> bool:
             and store.config.entity_key_serialization_version == 3)
 
 
-def _materialize_view(store: Any, fv: Any, start: datetime, end: datetime, files: list[Path],
-                      fast: bool) -> ViewReport:
+@dataclass
+class _Prepared:
+    """A view's work before the online write: its latest rows, encoded when the fast writer takes them."""
+
+    fv: Any
+    start: datetime
+    end: datetime
+    files: list[Path]
+    offline_rows: int = 0
+    table: pa.Table | None = None
+    encoded: _Encoded | None = None
+    seconds: float = 0.0
+
+
+def _prepare(store: Any, fv: Any, start: datetime, end: datetime, files: list[Path], fast: bool) -> _Prepared:
+    """Read the latest rows of [start, end) and encode them for the fast writer when it applies."""
     began = time.perf_counter()
+    prepared = _Prepared(fv, start, end, files)
+    if not files:  # nothing to read: the registry's interval stays where it was
+        return prepared
     keys = [c.name for c in fv.entity_columns]
-    table, rows = read_latest(files, keys, [f.name for f in fv.features], start, end)
-    previous = _begin(store, fv)
+    prepared.table, prepared.offline_rows = read_latest(files, keys, [f.name for f in fv.features], start, end)
     int_keys = all(c.dtype.to_value_type().name == "INT64" for c in fv.entity_columns)
+    if fast and int_keys and prepared.table.num_rows:
+        prepared.encoded = _encode_sqlite(store, fv, prepared.table)
+    prepared.seconds = time.perf_counter() - began
+    return prepared
+
+
+def _materialize_view(store: Any, prepared: _Prepared) -> ViewReport:
+    """Write a prepared view online and record its interval in the registry, as Feast does."""
+    fv, table = prepared.fv, prepared.table
+    if table is None:
+        return ViewReport(fv.name, prepared.start, prepared.end, 0, 0, 0, 0.0)
+    began = time.perf_counter()
+    previous = _begin(store, fv)
     try:
-        if table.num_rows:
-            (_write_sqlite if fast and int_keys else _write_feast)(store, fv, table)
+        if prepared.encoded is not None:
+            _write_encoded(store, prepared.encoded)
+        elif table.num_rows:
+            _write_feast(store, fv, table)
     except Exception:
         if previous != fv.state and previous.name != "STATE_UNSPECIFIED":  # Feast's rollback
             fv.state = previous
             store.registry.apply_feature_view(fv, store.project, commit=True)
         raise
-    store.registry.apply_materialization(fv, store.project, start, end)
-    return ViewReport(fv.name, start, end, len(files), rows, table.num_rows, time.perf_counter() - began)
+    store.registry.apply_materialization(fv, store.project, prepared.start, prepared.end)
+    return ViewReport(fv.name, prepared.start, prepared.end, len(prepared.files), prepared.offline_rows,
+                      table.num_rows, prepared.seconds + time.perf_counter() - began)
 
 
 def _run(settings: Settings, intervals: list[tuple[Any, datetime, datetime]], store: Any,
@@ -226,11 +278,10 @@ def _run(settings: Settings, intervals: list[tuple[Any, datetime, datetime]], st
             f"no feature tables for [{starts.isoformat()}, {ends.isoformat()}) under "
             f"{settings.feature_tables_dir}: run `freshcart features build --start {starts:%Y-%m-%d} "
             f"--end {ends:%Y-%m-%d}` first")
-    for fv, start, end in intervals:
-        if not found[fv.name]:  # nothing to read: leave the registry's interval where it was
-            view = ViewReport(fv.name, start, end, 0, 0, 0, 0.0)
-        else:
-            view = _materialize_view(store, fv, start, end, found[fv.name], fast)
+    # the next view is read and encoded while this one is written (SQLite and numpy release the GIL)
+    preparing = (_prepare(store, fv, start, end, found[fv.name], fast) for fv, start, end in intervals)
+    for prepared in online_sqlite.prefetched(preparing):
+        view = _materialize_view(store, prepared)
         report.views.append(view)
         if on_view:
             on_view(view)

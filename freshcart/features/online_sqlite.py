@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +41,8 @@ _TAG_INT64 = ValueProto(int64_val=0).SerializeToString()[0]
 _TAG_DOUBLE = ValueProto(double_val=0.0).SerializeToString()[0]
 _TAG_INT64_LIST = ValueProto(int64_list_val=Int64List()).SerializeToString()[0]
 _TAG_PACKED = Int64List(val=[1]).SerializeToString()[0]
+_END = object()
+T = TypeVar("T")
 
 
 @dataclass
@@ -206,9 +211,27 @@ def epoch_seconds(micros: np.ndarray) -> np.ndarray:
     return seconds
 
 
+_DIGITS3 = np.array([list(f"{i:03d}".encode()) for i in range(1000)], np.uint8)  # "000" .. "999"
+
+
 def _digits(x: np.ndarray, width: int) -> np.ndarray:
-    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
-    return ((x[..., None] // powers) % 10 + 48).astype(np.uint8)
+    """Zero-padded ASCII decimal digits of non-negative ints, ``width`` (a multiple of 3) per value."""
+    powers = 1000 ** np.arange(width // 3 - 1, -1, -1, dtype=np.int64)
+    return _DIGITS3[(x[..., None] // powers) % 1000].reshape(*x.shape, width)
+
+
+def prefetched(items: Iterable[T]) -> Iterator[T]:
+    """The items of ``items`` in order, each next one computed in a background thread meanwhile.
+
+    SQLite and numpy release the GIL, so preparing the next chunk overlaps with
+    executing the current one on a second core.
+    """
+    source = iter(items)
+    with ThreadPoolExecutor(1, thread_name_prefix="freshcart-prefetch") as pool:
+        pending = pool.submit(next, source, _END)
+        while (item := pending.result()) is not _END:
+            pending = pool.submit(next, source, _END)
+            yield item
 
 
 def _index(start: np.ndarray, length: np.ndarray) -> np.ndarray:
@@ -225,16 +248,18 @@ def write_rows(conn: sqlite3.Connection, table: str, keys: np.ndarray, seconds: 
     cols = [columns[name] for name in names]
     width = max(map(len, names))
     name_buf = "".join(name.ljust(width) for name in names).encode()
-    sql = f"""WITH RECURSIVE cell(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM cell WHERE k + 1 < :cells)
+    # one output row per (entity row i, feature j), in key then feature order: appends to the indexes
+    sql = f"""WITH RECURSIVE row(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM row WHERE i + 1 < :rows),
+feature(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM feature WHERE j + 1 < :nf)
 INSERT INTO "{table.replace('"', '""')}" (entity_key, feature_name, value, value_text, event_ts, created_ts)
-SELECT substr(:keys, (k / :nf) * :kw + 1, :kw),
-       rtrim(CAST(substr(:names, (k % :nf) * :nw + 1, :nw) AS TEXT)),
-       substr(:vals, CAST(substr(:vidx, k * 18 + 1, 12) AS INTEGER) + 1,
-              CAST(substr(:vidx, k * 18 + 13, 6) AS INTEGER)),
-       NULLIF(CAST(substr(:texts, CAST(substr(:tidx, k * 18 + 1, 12) AS INTEGER) + 1,
-                          CAST(substr(:tidx, k * 18 + 13, 6) AS INTEGER)) AS TEXT), ''),
-       CAST(substr(:ts, (k / :nf) * {_TS_DIGITS} + 1, {_TS_DIGITS}) AS INTEGER), NULL
-FROM cell WHERE true
+SELECT substr(:keys, i * :kw + 1, :kw),
+       rtrim(CAST(substr(:names, j * :nw + 1, :nw) AS TEXT)),
+       substr(:vals, CAST(substr(:vidx, (i * :nf + j) * 18 + 1, 12) AS INTEGER) + 1,
+              CAST(substr(:vidx, (i * :nf + j) * 18 + 13, 6) AS INTEGER)),
+       NULLIF(CAST(substr(:texts, CAST(substr(:tidx, (i * :nf + j) * 18 + 1, 12) AS INTEGER) + 1,
+                          CAST(substr(:tidx, (i * :nf + j) * 18 + 13, 6) AS INTEGER)) AS TEXT), ''),
+       CAST(substr(:ts, i * {_TS_DIGITS} + 1, {_TS_DIGITS}) AS INTEGER), NULL
+FROM row CROSS JOIN feature WHERE true
 ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value,
     value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts"""
     vbase = np.cumsum([0] + [len(c.values) for c in cols])[:-1]
@@ -243,11 +268,16 @@ ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value,
     n, nf = len(keys), len(cols)
     if n and (seconds.min() < 0 or seconds.max() >= 10 ** _TS_DIGITS):
         raise ValueError("event timestamps before 1970 are not supported by the fast SQLite writer")
-    for lo in range(0, n, CHUNK_ROWS):
+
+    def chunk(lo: int) -> dict[str, object]:
         hi = min(n, lo + CHUNK_ROWS)
         vidx = np.stack([_index(c.value_start[lo:hi] + b, c.value_len[lo:hi]) for c, b in zip(cols, vbase)], axis=1)
         tidx = np.stack([_index(c.text_start[lo:hi] + b, c.text_len[lo:hi]) for c, b in zip(cols, tbase)], axis=1)
-        conn.execute(sql, {"cells": (hi - lo) * nf, "keys": keys[lo:hi].tobytes(), "kw": keys.shape[1], "nf": nf,
-                           "names": name_buf, "nw": width, "vals": values, "vidx": vidx.tobytes(),
-                           "texts": texts, "tidx": tidx.tobytes(), "ts": _digits(seconds[lo:hi], _TS_DIGITS).tobytes()})
+        return {"rows": hi - lo, "keys": keys[lo:hi].tobytes(), "kw": keys.shape[1], "nf": nf,
+                "names": name_buf, "nw": width, "vals": values, "vidx": vidx.tobytes(),
+                "texts": texts, "tidx": tidx.tobytes(), "ts": _digits(seconds[lo:hi], _TS_DIGITS).tobytes()}
+
+    chunks = range(0, n, CHUNK_ROWS)
+    for params in prefetched(map(chunk, chunks)) if len(chunks) > 1 else map(chunk, chunks):
+        conn.execute(sql, params)
     return n * nf

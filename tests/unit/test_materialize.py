@@ -99,7 +99,10 @@ def online(settings: Settings, service: str, rows: list[dict[str, Any]]) -> dict
                                      full_feature_names=True).to_dict()
 
 
-def test_fast_path_writes_what_feast_writes(applied_template: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk_rows", [online_sqlite.CHUNK_ROWS, 37], ids=["one-chunk", "many-chunks"])
+def test_fast_path_writes_what_feast_writes(applied_template: Path, tmp_path: Path, chunk_rows: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(online_sqlite, "CHUNK_ROWS", chunk_rows)  # many chunks: prepared while others are written
     tables = random_tables(seed=7)
     by_feast = fresh_store(applied_template, tmp_path / "feast", tables)
     by_fast = fresh_store(applied_template, tmp_path / "fast", tables)
