@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
+import msgspec
 import pyarrow as pa
 
 EVENT_TYPES: tuple[str, ...] = ("view", "cart", "remove_from_cart", "purchase", "wishlist")
@@ -224,10 +225,13 @@ def validate_record(record: Mapping[str, Any], bounds: TimeBounds) -> Event | Re
     )
 
 
+_JSON = msgspec.json.Decoder()  # strict JSON (no NaN literals), several times faster than json.loads
+
+
 def event_from_json(payload: bytes | str, bounds: TimeBounds) -> Event | Rejection:
     """Parse and validate one Kafka message value."""
     try:
-        record = json.loads(payload)
+        record = _JSON.decode(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         return Rejection("invalid_json", f"not JSON: {exc}")
     if not isinstance(record, dict):

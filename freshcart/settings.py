@@ -87,8 +87,8 @@ class Settings(BaseSettings):
         600, ge=0, description="Events older than the partition's latest event time minus this go to the DLQ as late."
     )
     stream_writer: Literal["auto", "push", "fast"] = Field(
-        "auto", description="Online writes: push = FeatureStore.push; fast = direct SQLite upsert with Feast's "
-        "encoding (SQLite only); auto = fast on SQLite, push otherwise.",
+        "auto", description="Online writes: push = FeatureStore.push; fast = direct writes with Feast's encoding "
+        "(SQLite or single-node Redis); auto = fast where it applies, push otherwise.",
     )
     stream_metrics_port: int = Field(
         9108, ge=0, le=65535, description="Prometheus metrics port of the first consumer (next free port after it; "

@@ -143,17 +143,18 @@ def _begin(store: Any, fv: Any) -> Any:
 
 
 @dataclass
-class _Encoded:
-    """A view's latest rows encoded for its SQLite table, ready to write."""
+class EncodedRows:
+    """A view's rows encoded as Feast stores them (serialised entity keys, ``ValueProto`` bytes), sorted by key."""
 
-    table: str
-    keys: np.ndarray
-    seconds: np.ndarray
+    table: str  # the view's SQLite table
+    keys: np.ndarray  # (rows, width) serialised entity keys
+    seconds: np.ndarray  # event times as the SQLite store keeps them (epoch seconds)
+    micros: np.ndarray  # event times in microseconds
     columns: dict[str, online_sqlite.Column]
 
 
-def _encode_sqlite(store: Any, fv: Any, table: pa.Table, check: bool = True) -> _Encoded:
-    """Encode ``table`` (keys, timestamp, features) for the view's SQLite table, rows sorted by key bytes.
+def encode_rows(store: Any, fv: Any, table: pa.Table, check: bool = True) -> EncodedRows:
+    """Encode ``table`` (keys, timestamp, features) as Feast stores it online, rows sorted by key bytes.
 
     ``check``: compare the fast encoding with Feast's on a sample of each column.
     """
@@ -170,10 +171,10 @@ def _encode_sqlite(store: Any, fv: Any, table: pa.Table, check: bool = True) -> 
     columns = {f.name: online_sqlite.encode_column(taken[f.name], f.dtype.to_value_type(), f.name, check)
                for f in fv.features}
     name = compute_table_id(config.project, fv, config.registry.enable_online_feature_view_versioning)
-    return _Encoded(name, matrix, online_sqlite.epoch_seconds(micros), columns)
+    return EncodedRows(name, matrix, online_sqlite.epoch_seconds(micros), micros, columns)
 
 
-def _write_encoded(store: Any, encoded: _Encoded, conn: sqlite3.Connection | None = None) -> None:
+def _write_encoded(store: Any, encoded: EncodedRows, conn: sqlite3.Connection | None = None) -> None:
     """Upsert encoded rows into the online store and commit (``conn``: an open connection, else a new one)."""
     from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
@@ -190,7 +191,7 @@ def _write_encoded(store: Any, encoded: _Encoded, conn: sqlite3.Connection | Non
 def _write_sqlite(store: Any, fv: Any, table: pa.Table, conn: sqlite3.Connection | None = None,
                   check: bool = True) -> None:
     """Upsert ``table`` (keys, timestamp, features) into the view's SQLite table and commit."""
-    _write_encoded(store, _encode_sqlite(store, fv, table, check), conn)
+    _write_encoded(store, encode_rows(store, fv, table, check), conn)
 
 
 def _write_feast(store: Any, fv: Any, table: pa.Table) -> None:
@@ -221,7 +222,7 @@ class _Prepared:
     files: list[Path]
     offline_rows: int = 0
     table: pa.Table | None = None
-    encoded: _Encoded | None = None
+    encoded: EncodedRows | None = None
     seconds: float = 0.0
 
 
@@ -235,7 +236,7 @@ def _prepare(store: Any, fv: Any, start: datetime, end: datetime, files: list[Pa
     prepared.table, prepared.offline_rows = read_latest(files, keys, [f.name for f in fv.features], start, end)
     int_keys = all(c.dtype.to_value_type().name == "INT64" for c in fv.entity_columns)
     if fast and int_keys and prepared.table.num_rows:
-        prepared.encoded = _encode_sqlite(store, fv, prepared.table)
+        prepared.encoded = encode_rows(store, fv, prepared.table)
     prepared.seconds = time.perf_counter() - began
     return prepared
 

@@ -243,7 +243,19 @@ def _index(start: np.ndarray, length: np.ndarray) -> np.ndarray:
 
 def write_rows(conn: sqlite3.Connection, table: str, keys: np.ndarray, seconds: np.ndarray,
                columns: dict[str, Column]) -> int:
-    """Upsert rows (keys sorted by bytes) into a Feast SQLite table; the caller commits. Returns cells."""
+    """Upsert rows (keys sorted by bytes) into a Feast SQLite table; the caller commits. Returns cells.
+
+    With several chunks, the next chunk's statement is prepared while SQLite executes the current one.
+    """
+    statements = upsert_statements(table, keys, seconds, columns)
+    for sql, params in prefetched(statements) if len(keys) > CHUNK_ROWS else statements:
+        conn.execute(sql, params)
+    return len(keys) * len(columns)
+
+
+def upsert_statements(table: str, keys: np.ndarray, seconds: np.ndarray,
+                      columns: dict[str, Column]) -> Iterator[tuple[str, dict[str, object]]]:
+    """The SQL and parameters that upsert the rows, one statement per chunk of :data:`CHUNK_ROWS` rows."""
     names = sorted(columns)
     cols = [columns[name] for name in names]
     width = max(map(len, names))
@@ -277,7 +289,5 @@ ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value,
                 "names": name_buf, "nw": width, "vals": values, "vidx": vidx.tobytes(),
                 "texts": texts, "tidx": tidx.tobytes(), "ts": _digits(seconds[lo:hi], _TS_DIGITS).tobytes()}
 
-    chunks = range(0, n, CHUNK_ROWS)
-    for params in prefetched(map(chunk, chunks)) if len(chunks) > 1 else map(chunk, chunks):
-        conn.execute(sql, params)
-    return n * nf
+    for lo in range(0, n, CHUNK_ROWS):
+        yield sql, chunk(lo)

@@ -8,8 +8,11 @@ partitions feed the product view (see :mod:`freshcart.stream.processor`).
 The loop, per micro-batch (``stream_batch_size`` events or ``stream_max_wait_ms``):
 
 1. forward accepted events to the product topic, dead letters to the DLQ topic;
-2. write the changed feature rows (the latest per key) to the online store;
-3. record how far the online store is written, and the freshness of each event.
+2. write the changed feature rows (the latest per key) to the online store, on a
+   writer thread while the next micro-batch is read and applied (one write in
+   flight at a time, in order);
+3. once that write has ended, record how far the online store is written, and
+   the freshness of each event.
 
 Every ``stream_checkpoint_seconds`` (and on rebalance and shutdown) it waits for
 the producer's acknowledgements, appends the offline rows, saves each partition's
@@ -25,10 +28,11 @@ import os
 import signal
 import socket
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -80,6 +84,15 @@ class Slot:
     @property
     def stage(self) -> str:
         return self.task.kind
+
+
+@dataclass
+class InFlight:
+    """The online write running on the writer thread, and what to record once it has ended."""
+
+    future: Future
+    marks: list[tuple[Slot, int, list[int]]]  # (slot, offset written up to, produce times of its events)
+    rows: int
 
 
 @dataclass
@@ -144,6 +157,8 @@ class StreamProcessor:
         self.producer: KafkaProducer | None = None
         self.product_partitions = settings.events_partitions
         self.status_path = status_dir(settings.data_dir) / f"{self.client_id}.json"
+        self.writes = ThreadPoolExecutor(1, thread_name_prefix="freshcart-online-writer")
+        self.in_flight: InFlight | None = None
 
     # ----------------------------------------------------------------- connection
     def connect(self) -> None:
@@ -223,6 +238,7 @@ class StreamProcessor:
         rows written since are skipped while it replays (``written_offset``). Revoked partitions
         are parked in case the same rebalance gives them back; lost ones are dropped.
         """
+        self._settle_write()  # its marks go to the checkpoint files before any is closed
         for tp in partitions:
             slot = self.slots.pop(tp, None)
             if slot is None:
@@ -291,7 +307,7 @@ class StreamProcessor:
         self.forward = {}
 
     def flush(self) -> None:
-        """Write the micro-batch: forward events, write the changed rows online, mark progress."""
+        """Close the micro-batch: forward events, hand the changed rows to the writer thread."""
         self._send_forwarded()
         for slot in self.slots.values():
             for key in slot.changed:
@@ -302,26 +318,40 @@ class StreamProcessor:
                     slot.replayed[(row.view, row.key)] = row
             slot.changed, slot.changed_replayed = set(), set()
         rows = [row for slot in self.slots.values() for row in slot.pending.values()]
-        events = self.pending_events
-        if rows:
-            for view, view_rows in group_by_view(rows).items():
-                started = time.perf_counter()
-                self._retry(f"online write of {view}", lambda: self.writer.write(view, rows_to_table(view, view_rows)))
-                self.metrics.write_seconds.observe(time.perf_counter() - started)
-            self.metrics.batch_rows.observe(len(rows))
-            self.metrics.batch_events.observe(events)
-            self.summary.rows_written += len(rows)
-            self.summary.last_write = time.monotonic()
-        now_ms = time.time() * 1000
+        writes = {view: self.writer.prepare(view, rows_to_table(view, view_rows))
+                  for view, view_rows in group_by_view(rows).items()}
+        marks = [(slot, slot.task.meta.next_offset, slot.produced_ms) for slot in self.slots.values() if slot.pending]
         for slot in self.slots.values():
             if slot.pending or slot.replayed:
                 slot.offline.extend(slot.replayed.values())
                 slot.offline.extend(slot.pending.values())
-            if slot.pending:
-                slot.store.mark_written(slot.task.meta.next_offset)
-                self.metrics.observe_freshness(slot.stage, now_ms, slot.produced_ms)
             slot.pending, slot.replayed, slot.produced_ms = {}, {}, []
+        self.wait_for_write()  # one write in flight: rows of a key reach the store in order
+        if writes:
+            self.metrics.batch_rows.observe(len(rows))
+            self.metrics.batch_events.observe(self.pending_events)
+            self.in_flight = InFlight(self.writes.submit(self._write_online, writes), marks, len(rows))
+        self.metrics.publish()
         self.pending_events, self.first_pending = 0, None
+
+    def _write_online(self, writes: dict[str, Callable[[], None]]) -> tuple[float, float]:
+        """Run each view's prepared write (on the writer thread); when it ended: epoch ms and monotonic s."""
+        for view, write in writes.items():
+            started = time.perf_counter()
+            self._retry(f"online write of {view}", write)
+            self.metrics.write_seconds.observe(time.perf_counter() - started)
+        return time.time() * 1000, time.monotonic()
+
+    def wait_for_write(self) -> None:
+        """Wait for the write in flight; then mark the offsets it covers as written and observe freshness."""
+        if self.in_flight is None:
+            return
+        write, self.in_flight = self.in_flight, None
+        ended_ms, self.summary.last_write = write.future.result()  # a write that keeps failing raises here
+        self.summary.rows_written += write.rows
+        for slot, offset, produced_ms in write.marks:
+            slot.store.mark_written(offset)
+            self.metrics.observe_freshness(slot.stage, ended_ms, produced_ms)
 
     def _retry(self, what: str, action: Any) -> None:
         delay = 0.5
@@ -340,6 +370,7 @@ class StreamProcessor:
         """Flush, wait for the broker's acks, append offline rows, save state with offsets, then commit."""
         assert self.producer is not None
         self.flush()
+        self.wait_for_write()
         self._retry("producer flush", lambda: self.producer.flush(timeout=30))
         offsets = {}
         for tp, slot in self.slots.items():
@@ -363,6 +394,7 @@ class StreamProcessor:
         self._write_status()
 
     def _write_status(self) -> None:
+        self.metrics.publish()
         lags = {}
         if self.consumer is not None:
             for tp, slot in self.slots.items():
@@ -451,7 +483,17 @@ class StreamProcessor:
             self.close()
         return self.summary
 
+    def _settle_write(self) -> None:
+        """Wait for the write in flight where nothing may raise (rebalance, shutdown): a failed write is
+        only logged; its offsets stay unmarked, so a restart writes them again."""
+        try:
+            self.wait_for_write()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("online write failed (%s); its events are written again after a restart", exc)
+
     def close(self) -> None:
+        self._settle_write()
+        self.writes.shutdown(wait=True)
         if self.consumer is not None:
             self.consumer.close(autocommit=False)
             self.consumer = None

@@ -41,12 +41,21 @@ class StreamMetrics:
                                        registry=r)
         self.recent: dict[str, deque[float]] = {}
         self.counts: dict[str, int] = {}
+        self.unpublished: dict[tuple[str, str], int] = {}
         self.started = time.time()
 
     def count(self, stage: str, outcome: str, n: int = 1) -> None:
-        self.events.labels(stage, outcome).inc(n)
-        key = f"{stage}.{outcome}"
-        self.counts[key] = self.counts.get(key, 0) + n
+        """Count events (cheap: per event); :meth:`publish` adds them to the Prometheus counters."""
+        key = (stage, outcome)
+        self.unpublished[key] = self.unpublished.get(key, 0) + n
+
+    def publish(self) -> None:
+        """Move the counts gathered since the last call to the Prometheus counters and ``counts``."""
+        for (stage, outcome), n in self.unpublished.items():
+            self.events.labels(stage, outcome).inc(n)
+            key = f"{stage}.{outcome}"
+            self.counts[key] = self.counts.get(key, 0) + n
+        self.unpublished = {}
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(reason).inc()

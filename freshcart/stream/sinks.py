@@ -1,10 +1,13 @@
 """Where the stream processor writes feature rows: the Feast online store and the offline feature tables.
 
-Online, two writers with the same result:
+Online, two writers with the same result. Each prepares a batch on the calling thread
+(``prepare``: conversions, encoding) and returns the write itself, which the processor
+runs on its writer thread (I/O, no Python-heavy work there to contend for the GIL):
 
 - :class:`PushWriter` calls ``FeatureStore.push`` on the view's PushSource (any online store);
 - :class:`FastSqliteWriter` upserts into Feast's SQLite online store directly with Feast's own
-  encoding (the writer of ``freshcart features materialize``), several times faster.
+  encoding (the writer of ``freshcart features materialize``), several times faster;
+- :class:`FastRedisWriter` does the same for Feast's Redis online store.
 
 Offline, :class:`OfflineWriter` appends the same rows as Parquet files to the feature
 tables (``<feature_tables_dir>/<view>/event_date=D/stream-...parquet``), so that training
@@ -18,7 +21,7 @@ import sqlite3
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -48,7 +51,9 @@ def rows_to_table(view: str, rows: list[FeatureRow]) -> pa.Table:
 class OnlineWriter(Protocol):
     name: str
 
-    def write(self, view: str, table: pa.Table) -> None: ...
+    def prepare(self, view: str, table: pa.Table) -> Callable[[], None]:
+        """Get ``table``'s rows ready to write; the returned call writes them (and may be retried)."""
+        ...
 
 
 class PushWriter:
@@ -70,8 +75,12 @@ class PushWriter:
         if hasattr(store.config.online_store, "skip_dedup"):
             store.config.online_store.skip_dedup = True
 
+    def prepare(self, view: str, table: pa.Table) -> Callable[[], None]:
+        frame = table.to_pandas()
+        return lambda: self.store.push(f"{view}_push", frame, to=self.mode)
+
     def write(self, view: str, table: pa.Table) -> None:
-        self.store.push(f"{view}_push", table.to_pandas(), to=self.mode)
+        self.prepare(view, table)()
 
 
 class FastSqliteWriter:
@@ -95,23 +104,78 @@ class FastSqliteWriter:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
 
-    def write(self, view: str, table: pa.Table) -> None:
-        from freshcart.features.materialize import _write_sqlite
+    def prepare(self, view: str, table: pa.Table) -> Callable[[], None]:
+        from freshcart.features.materialize import encode_rows
+        from freshcart.features.online_sqlite import upsert_statements
 
-        _write_sqlite(self.store, self.views[view], table, conn=self.conn, check=view not in self.checked)
+        encoded = encode_rows(self.store, self.views[view], table, check=view not in self.checked)
         self.checked.add(view)
+        statements = list(upsert_statements(encoded.table, encoded.keys, encoded.seconds, encoded.columns))
+
+        def write() -> None:
+            with self.conn:
+                for sql, params in statements:
+                    self.conn.execute(sql, params)
+        return write
+
+    def write(self, view: str, table: pa.Table) -> None:
+        self.prepare(view, table)()
+
+
+class FastRedisWriter:
+    """Direct HSETs into Feast's Redis online store, byte for byte what ``FeatureStore.push`` writes.
+
+    Values are encoded by column (as for SQLite) and each batch goes out as one buffer of
+    packed commands on one connection; like :class:`PushWriter`, it writes without Feast's
+    timestamp check, since the processor orders each key's writes itself.
+    """
+
+    name = "fast"
+
+    def __init__(self, store: Any, client: Any) -> None:
+        self.store, self.client = store, client
+        self.views = {fv.name: fv for fv in store.list_feature_views()}
+        self.checked: set[str] = set()
+        self.packer = client.connection_pool.make_connection()  # packs commands only; never connected
+
+    def prepare(self, view: str, table: pa.Table) -> Callable[[], None]:
+        from freshcart.features import online_redis
+        from freshcart.features.materialize import encode_rows
+
+        fv = self.views[view]
+        encoded = encode_rows(self.store, fv, table, check=view not in self.checked)
+        self.checked.add(view)
+        commands = online_redis.hset_commands(self.store.config, fv, encoded, self.packer)
+        return lambda: online_redis.send(self.client.connection_pool, commands)
+
+    def write(self, view: str, table: pa.Table) -> None:
+        self.prepare(view, table)()
+
+
+def _fast_redis_client(store: Any) -> Any | None:
+    """A Redis client when the fast Redis writer matches the store (a single Redis, Feast's key format)."""
+    from freshcart.features import online_redis
+
+    config = store.config
+    if config.online_store.type != "redis" or config.entity_key_serialization_version != 3:
+        return None
+    return online_redis.redis_client(config)
 
 
 def online_writer(settings: Settings, store: Any, choice: str | None = None) -> OnlineWriter:
-    """The writer ``choice`` (default: the setting): auto = fast on SQLite, push otherwise."""
+    """The writer ``choice`` (default: the setting): auto = fast on SQLite and Redis, push otherwise."""
     from freshcart.features.materialize import _fast_sqlite
 
     choice = choice or settings.stream_writer
-    if choice == "fast" and not _fast_sqlite(store):
-        raise ValueError(f"stream_writer=fast needs Feast's SQLite online store; this profile uses "
-                         f"{store.config.online_store.type!r}: use push or auto")
-    if choice == "fast" or (choice == "auto" and _fast_sqlite(store)):
-        return FastSqliteWriter(store)
+    if choice in ("fast", "auto"):
+        if _fast_sqlite(store):
+            return FastSqliteWriter(store)
+        client = _fast_redis_client(store)
+        if client is not None:
+            return FastRedisWriter(store, client)
+        if choice == "fast":
+            raise ValueError(f"stream_writer=fast needs Feast's SQLite or single-node Redis online store; this "
+                             f"profile uses {store.config.online_store.type!r}: use push or auto")
     return PushWriter(store)
 
 
