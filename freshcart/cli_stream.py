@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Optional
 
@@ -10,6 +11,8 @@ import typer
 from rich.table import Table
 
 from freshcart.cli import _fail, _settings, console, err
+
+SWITCH_INTERVAL_S = 0.001  # Python's default 5 ms would add up across thread hand-overs in each micro-batch
 
 stream_app = typer.Typer(help="The stream processor: Kafka events -> features in the Feast online and offline stores.",
                          no_args_is_help=True)
@@ -45,6 +48,7 @@ def consume(
     except ValueError as exc:
         _fail(str(exc), 2)
     install_signal_handlers(processor)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # the loop, the writer and the network threads hand over sooner
     try:
         summary = processor.run()
     except StreamError as exc:
