@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         2000, ge=1, le=100_000, description="Events per micro-batch: feature rows are written at most this many events apart."
     )
     stream_max_wait_ms: int = Field(
-        50, ge=1, le=60_000, description="Longest time an accepted event waits before its micro-batch is written."
+        20, ge=1, le=60_000, description="Longest time an accepted event waits before its micro-batch is written."
     )
     stream_checkpoint_seconds: float = Field(
         5.0, gt=0, le=3600,
