@@ -31,6 +31,7 @@ from freshcart.features.windows import (
 
 EVENT_CODES = {"view": 0, "cart": 1, "remove_from_cart": 2, "purchase": 3, "wishlist": 4}
 VIEW, CART, PURCHASE = EVENT_CODES["view"], EVENT_CODES["cart"], EVENT_CODES["purchase"]
+WISHLIST = EVENT_CODES["wishlist"]
 
 
 @dataclass
@@ -161,9 +162,12 @@ def _user_views(ev: EventArrays, user_order: Order, start_us: int, end_us: int) 
         for name, mask in measures.items():
             activity[f"{name}_{window}"] = window_sum(mask, first)[rows]
         activity[f"spend_{window}"] = window_sum(spend, first)[rows]
+        if window == "7d":
+            activity["wishlists_7d"] = window_sum(etype == WISHLIST, first)[rows]
     lo_7d = window_lower_bound(t_s, DAY, spec.WINDOWS["7d"].tiles)
     activity["distinct_categories_7d"] = window_distinct(user_order, ev.category[perm], t_s, lo_7d,
                                                          ev.rank)[rows]
+    activity["distinct_products_7d"] = window_distinct(user_order, ev.product[perm], t_s, lo_7d, ev.rank)[rows]
     purchases, spent = activity["purchases_30d"], activity["spend_30d"]
     with np.errstate(invalid="ignore", divide="ignore"):
         activity["avg_purchase_price_30d"] = np.where(purchases > 0, spent / np.maximum(purchases, 1), np.nan)
@@ -217,13 +221,20 @@ def _user_category_view(ev: EventArrays, user_order: Order, start_us: int, end_u
     perm = order.perm
     t_s, t_us = ev.t_s[perm], ev.t_us[perm]
     rows = _emitted(order, t_us, start_us, end_us)
-    views = window_sum(is_view[perm], first_in_window(order, t_s, _lookback_30d(t_s)))[rows]
+    first = first_in_window(order, t_s, _lookback_30d(t_s))
+    views = window_sum(is_view[perm], first)[rows]
     of_user = user_views_at_event[perm[rows]]
     share = np.where(of_user > 0, views / np.maximum(of_user, 1), 0.0)
+    priced = is_view & ~np.isnan(ev.price)
+    priced_views = window_sum(priced[perm], first)[rows]
+    log_price = np.where(priced, np.log1p(np.where(priced, ev.price, 0.0)), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_log_price = np.where(priced_views > 0, window_sum(log_price[perm], first)[rows] / priced_views, np.nan)
     return _table(spec.USER_CATEGORY, {
         "user_id": ev.user[perm][rows], "category_id": ev.category[perm][rows],
         spec.TIMESTAMP: _timestamps(t_us[rows]),
         "category_views_30d": views, "category_view_share_30d": share,
+        "category_log_price_30d": mean_log_price,
     })
 
 

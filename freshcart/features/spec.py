@@ -109,6 +109,9 @@ USER_ACTIVITY = ViewSpec(
         _activity("the user's", ("views", "carts", "purchases", "spend"))
         + [
             Feature("distinct_categories_7d", pa.int64(), "distinct categories the user touched over 7d"),
+            Feature("distinct_products_7d", pa.int64(),
+                    "distinct products the user touched over 7d (about the product episodes behind the views)"),
+            Feature("wishlists_7d", pa.int64(), "the user's wishlist additions over 7d"),
             Feature("purchases_30d", pa.int64(), "the user's purchases over 30d"),
             Feature("avg_purchase_price_30d", pa.float64(),
                     "mean price of the user's purchases over 30d (null without purchases)"),
@@ -136,11 +139,14 @@ PRODUCT_ACTIVITY = ViewSpec(
 USER_CATEGORY = ViewSpec(
     name="user_category",
     keys=("user_id", "category_id"),
-    description="How much of a shopper's attention a category gets.",
+    description="How much of a shopper's attention a category gets, and at what price level they browse it.",
     features=(
         Feature("category_views_30d", pa.int64(), "the user's views in the category over 30d"),
         Feature("category_view_share_30d", pa.float64(),
                 "share of the user's 30d views that were in the category (0 without views)"),
+        Feature("category_log_price_30d", pa.float64(),
+                "mean log(1 + price) of the user's priced views in the category over 30d: the price level "
+                "they browse there (null without priced views)"),
     ),
 )
 

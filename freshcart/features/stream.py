@@ -11,13 +11,14 @@ order; a key's row is always as of its latest event.
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from freshcart.features import spec
 
 DAY = 86_400
-VIEW, CART, PURCHASE = "view", "cart", "purchase"
+VIEW, CART, PURCHASE, WISHLIST = "view", "cart", "purchase", "wishlist"
 _MEASURES = {VIEW: 0, CART: 1, PURCHASE: 2}
 _ACTIVITY = [(name, spec.WINDOWS[name]) for name in spec.ACTIVITY_WINDOWS]
 _W30 = spec.WINDOWS["30d"]
@@ -78,11 +79,44 @@ class _Tiles:
         return totals
 
 
+class _LatestDays:
+    """Distinct items by the day they were last seen, so "distinct items since a day" costs a few
+    additions, however many items there are."""
+
+    __slots__ = ("day_of", "per_day")
+
+    def __init__(self) -> None:
+        self.day_of: dict[int, int] = {}  # item -> latest day seen
+        self.per_day: dict[int, int] = {}  # day -> items last seen that day
+
+    def touch(self, item: int, day: int) -> None:
+        old = self.day_of.get(item)
+        if old is not None and old >= day:
+            return
+        if old is not None:
+            self.per_day[old] -= 1
+        self.day_of[item] = day
+        self.per_day[day] = self.per_day.get(day, 0) + 1
+
+    def count_since(self, day: int) -> int:
+        """Items last seen on ``day`` or later."""
+        return sum(n for d, n in self.per_day.items() if d >= day)
+
+    def prune(self, before_day: int) -> None:
+        """Forget items last seen before ``before_day``."""
+        if not any(d < before_day for d in self.per_day):
+            return
+        self.day_of = {item: d for item, d in self.day_of.items() if d >= before_day}
+        self.per_day = {d: n for d, n in self.per_day.items() if d >= before_day}
+
+
 @dataclass
 class _User:
     latest: tuple[int, str] = (-(2**62), "")
     tiles: _Tiles = field(default_factory=_Tiles)
     category_seen: dict[int, int] = field(default_factory=dict)  # category -> latest second seen
+    products_seen: _LatestDays = field(default_factory=_LatestDays)
+    day_wishlists: dict[int, int] = field(default_factory=dict)  # day -> wishlist events (rare: kept apart)
     day_views: dict[int, dict[int, int]] = field(default_factory=dict)  # day -> category -> views
     recent: list[tuple[int, str, int, int]] = field(default_factory=list)  # (t_us, id, product, category)
     session: str = ""  # the session of the latest event
@@ -104,6 +138,7 @@ class _Product:
 class _Pair:
     latest: tuple[int, str] = (-(2**62), "")
     day_views: dict[int, int] = field(default_factory=dict)
+    day_log_price: dict[int, list[float]] = field(default_factory=dict)  # day -> [sum of log1p(price), views]
 
 
 @dataclass
@@ -139,6 +174,9 @@ def _prune_user(user: _User, t_s: int) -> None:
         del user.day_views[d]
     for category in [c for c, seen in user.category_seen.items() if seen < t_s - 8 * DAY]:
         del user.category_seen[category]
+    user.products_seen.prune(day - 8)
+    for d in [d for d in user.day_wishlists if d < day - 8]:
+        del user.day_wishlists[d]
     lo_us = (t_s - 31 * DAY) * 1_000_000
     for session in [s for s, events in user.sessions.items() if events[-1][0] < lo_us]:
         del user.sessions[session]
@@ -193,6 +231,9 @@ class FeatureState:
         user = self.users.get(user_id) or self.users.setdefault(user_id, _User())
         user.tiles.add(t_s, event_type, spend)
         user.category_seen[category_id] = max(user.category_seen.get(category_id, t_s), t_s)
+        user.products_seen.touch(product_id, t_s // DAY)
+        if event_type == WISHLIST:
+            user.day_wishlists[t_s // DAY] = user.day_wishlists.get(t_s // DAY, 0) + 1
         if event_type == VIEW:
             per_day = user.day_views.setdefault(t_s // DAY, {})
             per_day[category_id] = per_day.get(category_id, 0) + 1
@@ -208,6 +249,10 @@ class FeatureState:
         pair = self.pairs.get((user_id, category_id)) or self.pairs.setdefault((user_id, category_id), _Pair())
         if event_type == VIEW:
             pair.day_views[t_s // DAY] = pair.day_views.get(t_s // DAY, 0) + 1
+            if price is not None:
+                cell = pair.day_log_price.setdefault(t_s // DAY, [0.0, 0])
+                cell[0] += math.log1p(price)
+                cell[1] += 1
         pair.latest = max(pair.latest, stamp)
         rows = [self._user_category(user_id, category_id, pair, user)]
         if event_type == VIEW and stamp < user.latest:  # out of order: later pairs of the user change too
@@ -256,7 +301,9 @@ class FeatureState:
                            f"purchases_{name}": purchases, f"spend_{name}": spend})
         _, _, purchases, spend = user.tiles.sums(t_s, *_W30_TILES)
         lo_7d = _lower(t_s, spec.WINDOWS["7d"])
+        values["wishlists_7d"] = sum(n for d, n in user.day_wishlists.items() if d >= lo_7d // DAY)
         values["distinct_categories_7d"] = sum(1 for seen in user.category_seen.values() if seen >= lo_7d)
+        values["distinct_products_7d"] = user.products_seen.count_since(lo_7d // DAY)
         values["purchases_30d"] = purchases
         values["avg_purchase_price_30d"] = spend / purchases if purchases else None
         values["last_event_ts"] = t_us / 1_000_000
@@ -295,9 +342,16 @@ class FeatureState:
         t_us = pair.latest[0]
         day = t_us // 1_000_000 // DAY
         views = sum(n for d, n in pair.day_views.items() if day - 29 <= d <= day)
+        log_price_sum, priced_views = 0.0, 0
+        for d, (day_sum, day_views) in pair.day_log_price.items():
+            if day - 29 <= d <= day:
+                log_price_sum += day_sum
+                priced_views += day_views
+        log_price = log_price_sum / priced_views if priced_views else None
         lo_us = _lower(t_us // 1_000_000, _W30) * 1_000_000
         times = user.view_times
         user_views = bisect.bisect_right(times, pair.latest) - bisect.bisect_left(times, (lo_us, ""))
         share = views / user_views if user_views > 0 else 0.0
         return FeatureRow("user_category", (user_id, category_id), t_us,
-                          {"category_views_30d": views, "category_view_share_30d": share})
+                          {"category_views_30d": views, "category_view_share_30d": share,
+                           "category_log_price_30d": log_price})

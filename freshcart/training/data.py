@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -34,11 +35,18 @@ FEATURE_SERVICES = ("propensity_xgboost", "propensity_sequence")
 """The Feast feature services whose features the models read (together they hold every input)."""
 DERIVED_COLUMNS = ("seq_product_count", "seq_product_recency", "seq_category_count",
                    "seq_category_recency", "seq_length", "user_cart_rate_7d", "user_purchase_rate_7d",
-                   "product_cart_rate_7d")
+                   "product_cart_rate_7d", "user_views_per_product_7d", "user_carts_per_product_7d",
+                   "user_interest_per_product_7d", "price_gap_user_category", "abs_price_gap_user_category")
 """Features derived at scoring time from the stored ones: how often and how recently the candidate
 product (and its category) appear among the user's last products (recency: the number of newer items
-after the latest occurrence, ``spec.RECENT_ITEMS`` when absent), and carts or purchases per view of the
-user and of the product over 7 days (ratios that trees cannot form themselves)."""
+after the latest occurrence, ``spec.RECENT_ITEMS`` when absent), carts or purchases per view of the
+user and of the product over 7 days, views, carts and carts-or-wishlists per distinct product of the
+user over 7 days (per product episode: a cleaner measure of the user's readiness to buy than per view,
+since re-views inflate views), and how far the candidate's log price lies from the price level the
+user browses in its category (ratios and differences that trees cannot form themselves)."""
+PER_PRODUCT_PRIOR = 5.0
+"""Pseudo-products added to the user's distinct products in the per-product rates (shrinks them
+towards 0 while the user has little history)."""
 
 
 class TrainingDataError(ValueError):
@@ -219,7 +227,24 @@ def derived_features(table: pa.Table) -> dict[str, np.ndarray]:
         out["user_purchase_rate_7d"] = (number("user_activity__purchases_7d") / user_views).astype(np.float32)
         out["product_cart_rate_7d"] = (number("product_activity__carts_7d")
                                        / (number("product_activity__views_7d") + 1.0)).astype(np.float32)
+        out.update(_per_product_rates(number))
+        gap = np.log1p(number("price")) - number("user_category__category_log_price_30d")
+        out["price_gap_user_category"] = gap.astype(np.float32)
+        out["abs_price_gap_user_category"] = np.abs(gap).astype(np.float32)
     return out
+
+
+def _per_product_rates(number: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
+    """The user's views, carts, and carts or wishlists per distinct product over 7 days."""
+    products = number("user_activity__distinct_products_7d")
+    carts = number("user_activity__carts_7d")
+    rates = {
+        "user_views_per_product_7d": number("user_activity__views_7d") / np.maximum(products, 1.0),
+        "user_carts_per_product_7d": carts / (products + PER_PRODUCT_PRIOR),
+        "user_interest_per_product_7d": (carts + number("user_activity__wishlists_7d"))
+                                        / (products + PER_PRODUCT_PRIOR),
+    }
+    return {name: values.astype(np.float32) for name, values in rates.items()}
 
 
 def tabular_matrix(table: pa.Table) -> tuple[np.ndarray, list[str]]:

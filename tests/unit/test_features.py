@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime, timedelta, timezone
 
 import pyarrow as pa
@@ -44,6 +45,7 @@ SCENARIO = [
     ("e06", at(11, 8), "view", 12, 200, 30.0, 1, "s1"),
     ("e07", at(12, 0), "view", 10, 100, 12.0, 1, "s2"),
     ("e08", at(9, 0, day=1), "view", 12, 200, None, 1, "s3"),
+    ("e09", at(13, 0), "wishlist", 13, 200, 40.0, 2, "t2"),
 ]
 
 
@@ -65,6 +67,7 @@ def test_user_activity_uses_tiled_windows(scenario_rows):
     assert (row["views_1h"], row["carts_1h"], row["purchases_1h"], row["spend_1h"]) == (2, 1, 1, 20.0)
     assert (row["views_24h"], row["views_7d"], row["purchases_30d"]) == (3, 3, 1)
     assert row["distinct_categories_7d"] == 2
+    assert (row["distinct_products_7d"], row["wishlists_7d"]) == (3, 0)
     assert row["avg_purchase_price_30d"] == 20.0
     assert row["last_event_ts"] == at(11, 8).timestamp()
     assert row["top_categories_30d"] == []  # no full day before
@@ -101,6 +104,16 @@ def test_product_and_user_category(scenario_rows):
     assert p12["current_price"] == 30.0  # a null price keeps the last known one
     pair = row_at(scenario_rows["user_category"], at(12, 0), user_id=1, category_id=100)
     assert (pair["category_views_30d"], pair["category_view_share_30d"]) == (3, 0.75)
+    assert pair["category_log_price_30d"] == pytest.approx((math.log(11) + math.log(21) + math.log(13)) / 3)
+    later = row_at(scenario_rows["user_category"], at(9, 0, day=1), user_id=1, category_id=200)
+    assert later["category_log_price_30d"] == pytest.approx(math.log(31))  # a view without a price is left out
+
+
+def test_wishlists_and_distinct_products(scenario_rows):
+    row = row_at(scenario_rows["user_activity"], at(13, 0), user_id=2)
+    assert (row["views_7d"], row["wishlists_7d"], row["distinct_products_7d"]) == (1, 1, 2)
+    pair = row_at(scenario_rows["user_category"], at(13, 0), user_id=2, category_id=200)
+    assert pair["category_log_price_30d"] is None  # a wishlist is not a view
 
 
 def test_stream_update_gives_the_hand_computed_row():
@@ -111,6 +124,8 @@ def test_stream_update_gives_the_hand_computed_row():
     assert by_view["user_activity"].values["views_1h"] == 2
     assert by_view["user_session"].values["recent_product_ids"] == [10, 11, 11, 11, 12]
     assert by_view["user_category"].values["category_view_share_30d"] == pytest.approx(1 / 3)
+    assert by_view["user_category"].values["category_log_price_30d"] == pytest.approx(math.log(31))
+    assert by_view["user_activity"].values["distinct_products_7d"] == 3
 
 
 def test_parity_on_the_scenario():

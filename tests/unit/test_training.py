@@ -107,7 +107,7 @@ def test_a_user_who_keeps_viewing_a_category_scores_higher_on_its_products(train
                                "user_session__recent_category_ids",
                                pa.array([[c + 1] * 20 for c in categories], pa.list_(pa.int64())))
     stranger = _with(stranger, user_category__category_views_30d=0, user_category__category_view_share_30d=0.0,
-                     propensity_on_demand__category_in_user_top3=0)
+                     user_category__category_log_price_30d=None, propensity_on_demand__category_in_user_top3=0)
     fan_scores, stranger_scores = scorer.predict(fan), scorer.predict(stranger)
     assert np.mean(fan_scores) > 1.5 * np.mean(stranger_scores)
     assert np.mean(fan_scores > stranger_scores) > 0.8
@@ -184,3 +184,25 @@ def test_split_is_by_time_and_keeps_both_classes(trained: Trained) -> None:
     assert pc.max(trained.validation["event_time"]).as_py() < pc.min(trained.holdout["event_time"]).as_py()
     total = trained.train.num_rows + trained.validation.num_rows + trained.holdout.num_rows
     assert trained.holdout.num_rows == pytest.approx(0.15 * total, rel=0.05)
+
+
+def test_derived_rates_per_product_and_price_gap() -> None:
+    from freshcart.training.data import SEQUENCE_CATEGORIES, SEQUENCE_PRODUCTS, derived_features
+
+    ids = pa.list_(pa.int64())
+    table = pa.table({
+        SEQUENCE_PRODUCTS: pa.array([[7, 8], None], ids), SEQUENCE_CATEGORIES: pa.array([[1, 1], None], ids),
+        "product_id": [8, 9], "category_id": [1, 2], "price": [e - 1 for e in (np.e**3, 5.0)],
+        "user_activity__views_7d": [12, None], "user_activity__carts_7d": [2, None],
+        "user_activity__purchases_7d": [1, None], "user_activity__wishlists_7d": [1, None],
+        "user_activity__distinct_products_7d": [3, None],
+        "product_activity__views_7d": [9, 0], "product_activity__carts_7d": [1, 0],
+        "user_category__category_log_price_30d": pa.array([2.5, None], pa.float64()),
+    })
+    derived = derived_features(table)
+    assert derived["user_views_per_product_7d"][0] == pytest.approx(4.0)  # 12 views of 3 products
+    assert derived["user_carts_per_product_7d"][0] == pytest.approx(2 / (3 + 5))
+    assert derived["user_interest_per_product_7d"][0] == pytest.approx(3 / (3 + 5))
+    assert derived["price_gap_user_category"][0] == pytest.approx(0.5)  # log(1 + price) = 3 vs 2.5
+    assert derived["abs_price_gap_user_category"][0] == pytest.approx(0.5)
+    assert all(np.isnan(derived[name][1]) for name in ("user_carts_per_product_7d", "abs_price_gap_user_category"))
