@@ -9,7 +9,11 @@ by time, then prints
   part), median of ``--runs`` runs;
 - DIN seconds per epoch on 1,000,000 rows on the CPU (and on CUDA when torch sees a GPU);
 - holdout AUC of both models (trained on the training part, early stopping on the
-  validation part) against the popularity baseline and the oracle AUC.
+  validation part) against the popularity baseline and the oracle AUC;
+- the observable ceiling: the holdout AUC of the simulator's own cart log-odds with
+  every per-user, per-product and per-category latent known exactly, but without the
+  per-visit intent and per-episode interest that the oracle also knows and that no
+  event reveals before the view. No model of observable data can be expected to beat it.
 
     .venv/bin/python bench/bench_training.py                 # about 10 minutes on 2 cores
     .venv/bin/python bench/bench_training.py --runs 1 --din-epochs 2
@@ -32,7 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from freshcart import storage  # noqa: E402
 from freshcart.features.tables import build_feature_tables  # noqa: E402
 from freshcart.settings import load_settings  # noqa: E402
-from freshcart.simulator import SimulationConfig, write_simulation  # noqa: E402
+from freshcart.simulator import SimulationConfig, build_world, write_simulation  # noqa: E402
+from freshcart.simulator.funnel import cart_logit  # noqa: E402
+from freshcart.simulator.oracle import roc_auc  # noqa: E402
 from freshcart.training.data import load_or_build, split_by_time, tabular_matrix  # noqa: E402
 from freshcart.training.din_train import train_din  # noqa: E402
 from freshcart.training.evaluate import PopularityBaseline, evaluate_scores  # noqa: E402
@@ -40,6 +46,20 @@ from freshcart.training.train import din_params, split_table, xgboost_params  # 
 from freshcart.training.xgb_model import train_xgboost  # noqa: E402
 
 MILLION = 1_000_000
+
+
+def observable_ceiling(config: SimulationConfig, rows: pa.Table) -> np.ndarray:
+    """The true cart log-odds of each view without the hidden intent and interest (a ranking score)."""
+    import pandas as pd
+
+    world = build_world(config)
+    user = pd.Series(np.arange(len(world.user_ids)), index=world.user_ids).reindex(rows["user_id"].to_numpy())
+    product = pd.Series(np.arange(len(world.product_ids)), index=world.product_ids).reindex(
+        rows["product_id"].to_numpy())
+    if user.isna().any() or product.isna().any():
+        raise ValueError("views of users or products the simulated world does not have")
+    zero = np.zeros(rows.num_rows)  # no drift in the default shop: every price factor is 1
+    return cart_logit(world, user.to_numpy(), product.to_numpy(), np.ones(rows.num_rows), zero, zero)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:8s} holdout AUC {report.model['auc']:.4f}  oracle AUC {report.oracle_auc:.4f}  "
                   f"gap {report.oracle_gap:.4f} (target <= 0.01)  popularity AUC {report.baseline['auc']:.4f}  "
                   f"PR-AUC {report.model['pr_auc']:.4f}  NDCG@10 {report.model['ndcg_at_10']:.4f}")
+        ceiling = roc_auc(observable_ceiling(config, holdout), holdout["label"].to_numpy())
+        print(f"observable ceiling AUC {ceiling:.4f} (oracle AUC {report.oracle_auc:.4f}: the hidden per-visit "
+              f"intent and per-episode interest alone are worth {report.oracle_auc - ceiling:.4f})")
         print(f"  (DIN: {din_log.best_epoch} of {len(din_log.epoch_seconds)} epochs kept, "
               f"{statistics.mean(din_log.epoch_seconds):.1f}s per epoch of {train.num_rows:,} rows)")
     return 0

@@ -238,7 +238,6 @@ class StreamProcessor:
         rows written since are skipped while it replays (``written_offset``). Revoked partitions
         are parked in case the same rebalance gives them back; lost ones are dropped.
         """
-        self._settle_write()  # its marks go to the checkpoint files before any is closed
         for tp in partitions:
             slot = self.slots.pop(tp, None)
             if slot is None:
@@ -350,7 +349,8 @@ class StreamProcessor:
         ended_ms, self.summary.last_write = write.future.result()  # a write that keeps failing raises here
         self.summary.rows_written += write.rows
         for slot, offset, produced_ms in write.marks:
-            slot.store.mark_written(offset)
+            if self.slots.get(slot.tp) is slot or self.parked.get(slot.tp) is slot:
+                slot.store.mark_written(offset)  # a partition given up meanwhile stays unmarked: replays write it
             self.metrics.observe_freshness(slot.stage, ended_ms, produced_ms)
 
     def _retry(self, what: str, action: Any) -> None:
