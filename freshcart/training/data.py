@@ -12,6 +12,7 @@ evaluation and the registered models at scoring time, so they cannot drift apart
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from freshcart.features import spec
 from freshcart.features.training_set import build_training_set, feature_columns
 from freshcart.settings import Settings
 
+log = logging.getLogger(__name__)
 SEQUENCE_PRODUCTS = "user_session__recent_product_ids"
 SEQUENCE_CATEGORIES = "user_session__recent_category_ids"
 LIST_COLUMNS = (SEQUENCE_PRODUCTS, SEQUENCE_CATEGORIES, "user_activity__top_categories_30d")
@@ -76,11 +78,16 @@ def load_or_build(settings: Settings, start: date, end: date, path: Path | None 
                   rebuild: bool = False) -> tuple[pa.Table, Path, bool]:
     """The training set of ``[start, end)``: read from ``path`` if present, else built and written there.
 
-    Returns the table, its path and whether it was built now.
+    A file written before the features last changed (a current feature column is missing)
+    is built again. Returns the table, its path and whether it was built now.
     """
     target = path or default_training_set_path(settings, start, end)
     if target.is_file() and not rebuild:
-        return pq.read_table(target), target, False
+        stale = [c for c in (*KEY_COLUMNS, "label", *feature_columns()) if c not in pq.read_schema(target).names]
+        if not stale:
+            return pq.read_table(target), target, False
+        log.warning("training set %s lacks %s (written before the features changed); building it again",
+                    target, ", ".join(stale))
     table, _ = build_training_set(settings, start, end, target)
     return table, target, True
 
