@@ -56,7 +56,33 @@ class OnlineWriter(Protocol):
         ...
 
 
-class PushWriter:
+class _Writer:
+    """What every online writer shares: ``write`` = prepare, then write at once (benchmarks, tests)."""
+
+    def prepare(self, view: str, table: pa.Table) -> Callable[[], None]:
+        raise NotImplementedError
+
+    def write(self, view: str, table: pa.Table) -> None:
+        self.prepare(view, table)()
+
+
+class _EncodingWriter(_Writer):
+    """A writer that encodes rows as Feast stores them; each view's first batch is checked against Feast."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.views = {fv.name: fv for fv in store.list_feature_views()}
+        self.checked: set[str] = set()
+
+    def encode(self, view: str, table: pa.Table) -> Any:
+        from freshcart.features.materialize import encode_rows
+
+        encoded = encode_rows(self.store, self.views[view], table, check=view not in self.checked)
+        self.checked.add(view)
+        return encoded
+
+
+class PushWriter(_Writer):
     """``FeatureStore.push(<view>_push, rows, to=ONLINE)``: Feast's supported stream ingestion.
 
     Feast's Redis store drops a write whose event time is not newer than the stored one. A
@@ -79,11 +105,8 @@ class PushWriter:
         frame = table.to_pandas()
         return lambda: self.store.push(f"{view}_push", frame, to=self.mode)
 
-    def write(self, view: str, table: pa.Table) -> None:
-        self.prepare(view, table)()
 
-
-class FastSqliteWriter:
+class FastSqliteWriter(_EncodingWriter):
     """Direct upsert into Feast's SQLite online store, byte for byte what Feast writes.
 
     One connection for the process, in WAL mode (readers never wait for the writer) with
@@ -96,20 +119,16 @@ class FastSqliteWriter:
     def __init__(self, store: Any) -> None:
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
-        self.store = store
-        self.views = {fv.name: fv for fv in store.list_feature_views()}
-        self.checked: set[str] = set()
+        super().__init__(store)
         self.conn = sqlite3.connect(SqliteOnlineStore._get_db_path(store.config), timeout=30,
                                     check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
 
     def prepare(self, view: str, table: pa.Table) -> Callable[[], None]:
-        from freshcart.features.materialize import encode_rows
         from freshcart.features.online_sqlite import upsert_statements
 
-        encoded = encode_rows(self.store, self.views[view], table, check=view not in self.checked)
-        self.checked.add(view)
+        encoded = self.encode(view, table)
         statements = list(upsert_statements(encoded.table, encoded.keys, encoded.seconds, encoded.columns))
 
         def write() -> None:
@@ -118,11 +137,8 @@ class FastSqliteWriter:
                     self.conn.execute(sql, params)
         return write
 
-    def write(self, view: str, table: pa.Table) -> None:
-        self.prepare(view, table)()
 
-
-class FastRedisWriter:
+class FastRedisWriter(_EncodingWriter):
     """Direct HSETs into Feast's Redis online store, byte for byte what ``FeatureStore.push`` writes.
 
     Values are encoded by column (as for SQLite) and each batch goes out as one buffer of
@@ -133,23 +149,16 @@ class FastRedisWriter:
     name = "fast"
 
     def __init__(self, store: Any, client: Any) -> None:
-        self.store, self.client = store, client
-        self.views = {fv.name: fv for fv in store.list_feature_views()}
-        self.checked: set[str] = set()
+        super().__init__(store)
+        self.client = client
         self.packer = client.connection_pool.make_connection()  # packs commands only; never connected
 
     def prepare(self, view: str, table: pa.Table) -> Callable[[], None]:
         from freshcart.features import online_redis
-        from freshcart.features.materialize import encode_rows
 
-        fv = self.views[view]
-        encoded = encode_rows(self.store, fv, table, check=view not in self.checked)
-        self.checked.add(view)
-        commands = online_redis.hset_commands(self.store.config, fv, encoded, self.packer)
+        commands = online_redis.hset_commands(self.store.config, self.views[view], self.encode(view, table),
+                                              self.packer)
         return lambda: online_redis.send(self.client.connection_pool, commands)
-
-    def write(self, view: str, table: pa.Table) -> None:
-        self.prepare(view, table)()
 
 
 def _fast_redis_client(store: Any) -> Any | None:
