@@ -56,6 +56,9 @@ CONSUMER_SETTINGS = ("profile", "data_dir", "events_topic", "product_topic", "dl
 """Settings a `freshcart stream consume` child process takes from the process that starts it."""
 FORWARD_CHUNK = 4000  # events per re-partitioned message (well under the broker's message limit)
 BACKOFF_MAX_S = 30.0
+REJOIN_AFTER_S = 60.0
+"""Seconds without an assignment, from the start of a rebalance, before the consumer leaves the group
+and joins again (a member that never gets its assignment would otherwise wait forever)."""
 
 
 class StreamError(RuntimeError):
@@ -132,12 +135,15 @@ class StreamProcessor:
     """The consume loop; ``run()`` until SIGTERM/SIGINT, ``max_idle_s`` without messages, or ``stop()``."""
 
     def __init__(self, settings: Settings, *, writer: str | None = None, client_id: str | None = None,
-                 max_idle_s: float | None = None, metrics_port: int | None = None) -> None:
+                 max_idle_s: float | None = None, metrics_port: int | None = None,
+                 rejoin_after_s: float = REJOIN_AFTER_S) -> None:
         from freshcart.features.store import feature_store
 
         self.settings = settings
         self.client_id = client_id or f"freshcart-stream-{socket.gethostname()}-{os.getpid()}"
         self.max_idle_s = max_idle_s
+        self.rejoin_after_s = rejoin_after_s
+        self.unassigned_since: float | None = None  # monotonic time a rebalance (or the first join) began
         self.metrics = StreamMetrics()
         self.metrics_port = self.metrics.serve(settings.stream_metrics_port if metrics_port is None
                                                else metrics_port)
@@ -167,8 +173,9 @@ class StreamProcessor:
         while self.running:
             try:
                 ensure_topics(self.settings)
-                self.producer = make_producer(self.settings, client_id=self.client_id, linger_ms=2,
-                                              enable_idempotence=True)
+                if self.producer is None:
+                    self.producer = make_producer(self.settings, client_id=self.client_id, linger_ms=2,
+                                                  enable_idempotence=True)
                 self.consumer = KafkaConsumer(
                     bootstrap_servers=self.settings.bootstrap_servers, group_id=self.settings.stream_group,
                     client_id=self.client_id, enable_auto_commit=False, auto_offset_reset="earliest",
@@ -177,10 +184,15 @@ class StreamProcessor:
                     check_crcs=False,  # kafka-python's CRC32C is pure Python: most of the consume cost
                     session_timeout_ms=6000, heartbeat_interval_ms=1500,  # a dead consumer's partitions move on soon
                 )
-                parts = self.consumer.partitions_for_topic(self.settings.product_topic) or ()
-                self.product_partitions = max(1, len(parts))
                 self.consumer.subscribe([self.settings.events_topic, self.settings.product_topic],
                                         listener=_Listener(self))
+                # Fetch the metadata of both topics once subscribed and before the first join: a join
+                # on older metadata is followed at once by a second one, and kafka-python can drop the
+                # assignment of that second join (the consumer then waits, out of the group, forever).
+                self.consumer.topics()
+                parts = self.consumer.partitions_for_topic(self.settings.product_topic) or ()
+                self.product_partitions = max(1, len(parts))
+                self.unassigned_since = time.monotonic()
                 log.info("connected to %s as %s (group %s, writer %s, metrics on :%s)",
                          self.settings.bootstrap_servers, self.client_id, self.settings.stream_group,
                          self.writer.name, self.metrics_port or "-")
@@ -190,6 +202,26 @@ class StreamProcessor:
                             self.settings.bootstrap_servers, exc, delay)
                 self._sleep(delay)
                 delay = min(BACKOFF_MAX_S, delay * 2)
+
+    def rejoin(self) -> None:
+        """Leave the group and join again with a new consumer (an assignment that never came).
+
+        Partitions parked by the rebalance are dropped: whoever gets them next resumes from their
+        checkpoints and replays the rest, as after a crash.
+        """
+        assert self.consumer is not None
+        waited = time.monotonic() - (self.unassigned_since or time.monotonic())
+        log.warning("no partition assignment %.0fs after the group began to rebalance; leaving the group "
+                    "and joining again", waited)
+        self._settle_write()
+        for slot in self.parked.values():
+            slot.store.close()
+        self.parked = {}
+        self.forward = {k: v for k, v in self.forward.items()
+                        if TopicPartition(self.settings.events_topic, k[1]) in self.slots}
+        self.consumer.close(autocommit=False)
+        self.consumer = None
+        self.connect()
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -227,6 +259,7 @@ class StreamProcessor:
         for slot in self.parked.values():  # went to another consumer: it resumes from their checkpoints
             slot.store.close()
         self.parked = {}
+        self.unassigned_since = None
         self.forward = {k: v for k, v in self.forward.items()
                         if TopicPartition(self.settings.events_topic, k[1]) in self.slots}
 
@@ -246,6 +279,8 @@ class StreamProcessor:
                 slot.store.close()
             else:
                 self.parked[tp] = slot
+        if self.unassigned_since is None:
+            self.unassigned_since = time.monotonic()
         log.info("released %s", ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(partitions)) or "nothing")
 
     # ----------------------------------------------------------------- per message
@@ -472,6 +507,10 @@ class StreamProcessor:
                 if now - last_checkpoint >= self.settings.stream_checkpoint_seconds:
                     self.checkpoint()
                     last_checkpoint = time.monotonic()
+                if self.unassigned_since is not None and now - self.unassigned_since >= self.rejoin_after_s:
+                    self.rejoin()
+                    if self.consumer is None:  # stopped while reconnecting
+                        break
                 if self.max_idle_s is not None and now - last_message >= self.max_idle_s:
                     log.info("no message for %.0fs; stopping", self.max_idle_s)
                     break

@@ -33,7 +33,7 @@ from freshcart.services import kafka as kafka_service
 from freshcart.settings import Settings, load_settings
 from freshcart.simulator import SimulationConfig, iter_records
 from freshcart.simulator.faults import inject_faults
-from freshcart.stream.consumer import CONSUMER_SETTINGS
+from freshcart.stream.consumer import CONSUMER_SETTINGS, StreamProcessor
 from freshcart.stream.dlq import read_dead_letters
 from freshcart.stream.verify import verify_online
 
@@ -266,4 +266,29 @@ def test_two_consumers_one_killed(local_stream: Settings, tmp_path: Path) -> Non
     # the second consumer started while the first held every partition, so holding all eight
     # (4 events + 4 by-product partitions) at once means it took the killed one's over
     assert max(assignment_blocks(second)) == 2 * settings.events_partitions
+    assert_online_equals_batch(settings, events)
+
+
+def test_a_consumer_whose_assignment_never_comes_joins_again(local_stream: Settings,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A member left without its assignment after a rebalance leaves the group and joins again, then
+    processes everything (here the first assignment is swallowed before the processor sees it)."""
+    settings = local_stream
+    events = simulated(3_000, seed=11)
+    produce(settings, messages_of(events))
+    processor = StreamProcessor(settings, max_idle_s=3.0, rejoin_after_s=3.0)
+    acquire, swallowed = processor.acquire, []
+
+    def first_assignment_lost(assigned: set) -> None:
+        if swallowed:
+            acquire(assigned)
+        else:
+            swallowed.append(assigned)
+
+    processor.acquire = first_assignment_lost  # type: ignore[method-assign]
+    with caplog.at_level("INFO", logger="freshcart.stream"):
+        summary = processor.run()
+    assert len(swallowed) == 1 and len(swallowed[0]) == 2 * settings.events_partitions
+    assert "leaving the group and joining again" in caplog.text
+    assert summary.accepted == len(events)
     assert_online_equals_batch(settings, events)
