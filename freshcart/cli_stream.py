@@ -28,6 +28,8 @@ def consume(
     metrics_port: Optional[int] = typer.Option(None, help="Prometheus port (default: stream_metrics_port; 0: none)."),
     stop_when_idle: Optional[float] = typer.Option(None, help="Exit after this many seconds without a message "
                                                    "(default: run until SIGTERM or Ctrl-C)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also log the Kafka client's INFO lines "
+                                 "(connections, metadata, group membership)."),
 ) -> None:
     """Consume freshcart.events in a consumer group and keep the online features fresh.
 
@@ -43,6 +45,8 @@ def consume(
     if writer is not None and writer not in ("auto", "push", "fast"):
         _fail(f"--writer {writer!r} is not one of auto, push, fast", 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # kafka-python logs every connection and metadata refresh at INFO
+        logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         processor = StreamProcessor(settings, writer=writer, max_idle_s=stop_when_idle, metrics_port=metrics_port)
     except ValueError as exc:
