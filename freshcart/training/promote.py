@@ -141,7 +141,14 @@ def promote(settings: Settings, metric: str | None = None, margin: float | None 
     if champion is None:
         decision.action, decision.reason = "promoted", "there was no champion yet"
     else:
-        decision.champion_value = all_metrics(holdout, score_version(name, _v(champion), holdout))[metric]
+        try:
+            decision.champion_value = all_metrics(holdout, score_version(name, _v(champion), holdout))[metric]
+        except Exception as exc:  # noqa: BLE001 - e.g. a champion trained on features that have changed since
+            first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+            decision.action = "promoted"
+            decision.reason = (f"champion v{_v(champion)} cannot score the holdout with the current code "
+                               f"({type(exc).__name__}: {first_line}); the challenger, which can, replaces it")
+    if decision.action != "promoted" and decision.champion_value is not None:
         if value == value and _better(metric, value, decision.champion_value, margin):
             decision.action = "promoted"
             decision.reason = (f"challenger {metric} {value:.5f} beats champion {decision.champion_value:.5f} "

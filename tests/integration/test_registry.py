@@ -145,3 +145,32 @@ def _days(path: Path) -> tuple:
 
     _, first, last = path.stem.split("_")
     return date.fromisoformat(first), date.fromisoformat(last)
+
+
+class _StaleModel(mlflow.pyfunc.PythonModel):
+    """A champion registered before the features changed: it cannot score today's rows."""
+
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        raise KeyError("column 'user_activity__views_7d' is not in the model's inputs")
+
+
+def test_a_champion_that_cannot_score_the_holdout_is_replaced(shop: tuple[Path, pa.Table], local: Settings) -> None:
+    settings = local
+    client = connect(settings)
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="model", python_model=_StaleModel(),
+                                registered_model_name=settings.registered_model)
+    stale = max(int(v.version) for v in client.search_model_versions(f"name='{settings.registered_model}'"))
+    client.set_registered_model_alias(settings.registered_model, CHAMPION, str(stale))
+
+    path = next((settings.data_dir / "training").glob("propensity_*.parquet"))
+    challenger = train_model(settings, "xgboost", training_set=path)
+    decision = promote(settings)
+    assert (decision.action, decision.champion_before, decision.champion_after) == (
+        "promoted", str(stale), challenger.version)
+    assert f"champion v{stale} cannot score the holdout" in decision.reason and "KeyError" in decision.reason
+    assert decision.champion_value is None and decision.challenger_value == pytest.approx(
+        challenger.report.model["auc"])
+    champion = version_by_alias(client, settings.registered_model, CHAMPION)
+    assert str(champion.version) == challenger.version and champion.tags[PREVIOUS_CHAMPION_TAG] == str(stale)
+    assert rollback(settings).champion_after == str(stale)  # still possible, by choice
