@@ -6,7 +6,9 @@ Feast's SQLite store keeps one row per (entity key, feature) in ``<project>_<vie
 seconds, via the adapter Feast registers) and ``created_ts``. Its own writer builds
 a protobuf and binds six parameters per row from Python; here whole columns are
 encoded with numpy into a few large buffers, and one ``INSERT ... SELECT`` per chunk
-slices them apart inside SQLite, with Feast's upsert. Every column is checked against
+slices them apart inside SQLite, with Feast's upsert, except that a row older than the
+one stored (``event_ts``) does not replace it, as in Feast's Redis store: a back-fill of an
+older interval never takes the online store back in time. Every column is checked against
 Feast's own encoding on a sample first and falls back to it if they ever differ.
 """
 
@@ -273,7 +275,8 @@ SELECT substr(:keys, i * :kw + 1, :kw),
        CAST(substr(:ts, i * {_TS_DIGITS} + 1, {_TS_DIGITS}) AS INTEGER), NULL
 FROM row CROSS JOIN feature WHERE true
 ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value,
-    value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts"""
+    value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts
+WHERE excluded.event_ts >= event_ts"""
     vbase = np.cumsum([0] + [len(c.values) for c in cols])[:-1]
     tbase = np.cumsum([0] + [len(c.texts) for c in cols])[:-1]
     values, texts = b"".join(c.values for c in cols), b"".join(c.texts for c in cols)

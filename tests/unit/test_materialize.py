@@ -159,6 +159,10 @@ def test_the_latest_row_of_the_interval_is_served(applied_template: Path, tmp_pa
     fv = feature_store(settings).get_feature_view("user_activity")
     assert fv.materialization_intervals[-1] == (DAY + timedelta(days=2), DAY + timedelta(days=3))
 
+    # a back-fill of the older interval does not take the online store back in time
+    materialize(settings, DAY, DAY + timedelta(days=2))
+    assert online(settings, "propensity_xgboost", rows[:2])["user_activity__views_1h"] == [7, 1]
+
 
 def test_materialize_says_what_is_missing(applied_template: Path, tmp_path: Path) -> None:
     settings = fresh_store(applied_template, tmp_path, {})
