@@ -75,9 +75,11 @@ def send(pool: Any, commands: Commands) -> None:
 
 
 def redis_client(config: Any) -> Any | None:
-    """A client of the store's Redis (Feast's connection string parsing); None for cluster or sentinel."""
+    """A client of the store's Redis (Feast's connection string parsing) when these writes match it: a
+    single Redis (not cluster or sentinel) and Feast's current entity key format; None otherwise."""
     from feast.infra.online_stores.redis import RedisOnlineStore, RedisType
 
-    if config.online_store.redis_type != RedisType.redis:
+    store = config.online_store
+    if store.type != "redis" or config.entity_key_serialization_version != 3 or store.redis_type != RedisType.redis:
         return None
     return RedisOnlineStore()._get_client(config.online_store)

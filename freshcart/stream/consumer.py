@@ -214,11 +214,7 @@ class StreamProcessor:
         log.warning("no partition assignment %.0fs after the group began to rebalance; leaving the group "
                     "and joining again", waited)
         self._settle_write()
-        for slot in self.parked.values():
-            slot.store.close()
-        self.parked = {}
-        self.forward = {k: v for k, v in self.forward.items()
-                        if TopicPartition(self.settings.events_topic, k[1]) in self.slots}
+        self._drop_parked()
         self.consumer.close(autocommit=False)
         self.consumer = None
         self.connect()
@@ -256,10 +252,15 @@ class StreamProcessor:
                          f" (replaying {replay} already written online)" if replay > 0 else "")
             self.slots[tp] = slot
             self.consumer.seek(tp, slot.task.meta.next_offset)
-        for slot in self.parked.values():  # went to another consumer: it resumes from their checkpoints
+        self._drop_parked()
+        self.unassigned_since = None
+
+    def _drop_parked(self) -> None:
+        """Forget partitions parked by a rebalance, and the events they would forward: their next owner
+        resumes from their checkpoints."""
+        for slot in self.parked.values():
             slot.store.close()
         self.parked = {}
-        self.unassigned_since = None
         self.forward = {k: v for k, v in self.forward.items()
                         if TopicPartition(self.settings.events_topic, k[1]) in self.slots}
 
@@ -509,8 +510,6 @@ class StreamProcessor:
                     last_checkpoint = time.monotonic()
                 if self.unassigned_since is not None and now - self.unassigned_since >= self.rejoin_after_s:
                     self.rejoin()
-                    if self.consumer is None:  # stopped while reconnecting
-                        break
                 if self.max_idle_s is not None and now - last_message >= self.max_idle_s:
                     log.info("no message for %.0fs; stopping", self.max_idle_s)
                     break

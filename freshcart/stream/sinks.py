@@ -161,25 +161,16 @@ class FastRedisWriter(_EncodingWriter):
         return lambda: online_redis.send(self.client.connection_pool, commands)
 
 
-def _fast_redis_client(store: Any) -> Any | None:
-    """A Redis client when the fast Redis writer matches the store (a single Redis, Feast's key format)."""
-    from freshcart.features import online_redis
-
-    config = store.config
-    if config.online_store.type != "redis" or config.entity_key_serialization_version != 3:
-        return None
-    return online_redis.redis_client(config)
-
-
 def online_writer(settings: Settings, store: Any, choice: str | None = None) -> OnlineWriter:
     """The writer ``choice`` (default: the setting): auto = fast on SQLite and Redis, push otherwise."""
     from freshcart.features.materialize import _fast_sqlite
+    from freshcart.features.online_redis import redis_client
 
     choice = choice or settings.stream_writer
     if choice in ("fast", "auto"):
         if _fast_sqlite(store):
             return FastSqliteWriter(store)
-        client = _fast_redis_client(store)
+        client = redis_client(store.config)
         if client is not None:
             return FastRedisWriter(store, client)
         if choice == "fast":

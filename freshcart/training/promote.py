@@ -148,7 +148,7 @@ def promote(settings: Settings, metric: str | None = None, margin: float | None 
             decision.action = "promoted"
             decision.reason = (f"champion v{_v(champion)} cannot score the holdout with the current code "
                                f"({type(exc).__name__}: {first_line}); the challenger, which can, replaces it")
-    if decision.action != "promoted" and decision.champion_value is not None:
+    if decision.champion_value is not None:  # the champion scored: compare
         if value == value and _better(metric, value, decision.champion_value, margin):
             decision.action = "promoted"
             decision.reason = (f"challenger {metric} {value:.5f} beats champion {decision.champion_value:.5f} "
