@@ -130,7 +130,7 @@ def ingest_events(start: str, end: str) -> dict[str, Any]:
     touched: late arrivals reach back before ``start``, so features computed from
     ``event_start`` on see them.
     """
-    from freshcart.offline_ingest import ingest_interval
+    from freshcart.ingestion.interval_ingest import ingest_interval
     from freshcart.settings import load_settings
 
     settings = load_settings()

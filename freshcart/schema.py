@@ -2,7 +2,7 @@
 
 One record per shopper action, in the public REES46 schema plus ``event_id``.
 The rules live here once; :func:`validate_record` applies them to one record
-(the stream path) and :mod:`freshcart.validation` to whole Arrow tables (files).
+(the stream path) and :mod:`freshcart.ingestion.validation` to whole Arrow tables (files).
 """
 
 from __future__ import annotations

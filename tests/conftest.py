@@ -41,7 +41,7 @@ def small_simulation(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def rees46_events(tmp_path_factory):
     """The REES46 sample as canonical events (a pyarrow table)."""
-    from freshcart.ingest import ingest_file
+    from freshcart.ingestion.file_ingest import ingest_file
     from freshcart.storage import read_events
 
     if not REES46_SAMPLE.is_file():

@@ -15,7 +15,8 @@ Ids are coded with vocabularies learnt from the training rows: 0 is padding and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -234,10 +235,26 @@ class DINModel:
         return self.predict_inputs(self.encoder.encode(table))
 
     def save(self, folder: Path) -> Path:
-        """Write the weights, encoder and parameters under ``folder`` (see ``din_train.save_din``)."""
-        from freshcart.training.din_train import save_din
+        """Write the weights, the encoder and the parameters under ``folder``; returns the folder."""
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.cpu() for k, v in self.network.state_dict().items()}, folder / "network.pt")
+        np.savez(folder / "encoder.npz", **self.encoder.state())
+        meta = {"params": asdict(self.params), "feature_names": self.encoder.feature_names}
+        (folder / "din.json").write_text(json.dumps(meta, indent=2))
+        return folder
 
-        return save_din(self, folder)
+    @classmethod
+    def load(cls, folder: Path, device: str = "auto") -> DINModel:
+        """Read a model written by :meth:`save`, onto ``device`` ('auto': CUDA when available)."""
+        meta = json.loads((folder / "din.json").read_text())
+        params = DINParams(**{**meta["params"], "hidden": tuple(meta["params"]["hidden"]), "device": device})
+        with np.load(folder / "encoder.npz") as arrays:
+            encoder = Encoder.from_state(dict(arrays), meta["feature_names"])
+        target = pick_device(device)
+        network = DeepInterestNetwork(len(encoder.products), len(encoder.categories),
+                                      2 * len(encoder.feature_names), params)
+        network.load_state_dict(torch.load(folder / "network.pt", map_location="cpu", weights_only=True))
+        return cls(network.to(target), encoder, params, target)
 
     @torch.no_grad()
     def attention_weights(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:

@@ -9,11 +9,9 @@ with the best validation log loss are kept.
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -112,27 +110,3 @@ def train_din(train: pa.Table, validation: pa.Table, params: DINParams,
                 break
     network.load_state_dict(best_state)
     return model, log
-
-
-def save_din(model: DINModel, folder: Path) -> Path:
-    """Write the weights, the encoder and the parameters under ``folder``; returns the folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.cpu() for k, v in model.network.state_dict().items()}, folder / "network.pt")
-    np.savez(folder / "encoder.npz", **model.encoder.state())
-    params = asdict(model.params)
-    (folder / "din.json").write_text(json.dumps({"params": params, "feature_names": model.encoder.feature_names},
-                                                indent=2))
-    return folder
-
-
-def load_din(folder: Path, device: str = "auto") -> DINModel:
-    """Read a model written by :func:`save_din`, onto ``device`` ('auto': CUDA when available)."""
-    meta = json.loads((folder / "din.json").read_text())
-    params = DINParams(**{**meta["params"], "hidden": tuple(meta["params"]["hidden"]), "device": device})
-    with np.load(folder / "encoder.npz") as arrays:
-        encoder = Encoder.from_state(dict(arrays), meta["feature_names"])
-    target = pick_device(device)
-    network = DeepInterestNetwork(len(encoder.products), len(encoder.categories), 2 * len(encoder.feature_names),
-                                  params)
-    network.load_state_dict(torch.load(folder / "network.pt", map_location="cpu", weights_only=True))
-    return DINModel(network.to(target), encoder, params, target)

@@ -1,32 +1,37 @@
 """Evaluation plots saved as PNG files (logged to MLflow as artifacts): ROC, PR, calibration,
-XGBoost feature importance and example DIN attention weights."""
+XGBoost feature importance and example DIN attention weights.
+
+Figures are drawn with Matplotlib's object API (no pyplot, no global backend), so
+plotting works headless and leaves no figure behind."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from sklearn.metrics import precision_recall_curve, roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
-
-from freshcart.training.evaluate import calibration_bins  # noqa: E402
+from freshcart.training.evaluate import calibration_bins
 
 
-def _save(figure: plt.Figure, path: Path) -> Path:
+def _subplots(width: float, height: float) -> tuple[Figure, Axes]:
+    figure = Figure(figsize=(width, height))
+    return figure, figure.subplots()
+
+
+def _save(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
 
 
 def curve_plots(folder: Path, labels: np.ndarray, curves: dict[str, np.ndarray]) -> list[Path]:
     """ROC, precision-recall and calibration plots of each named score array against ``labels``."""
     paths = []
-    figure, axis = plt.subplots(figsize=(5, 5))
+    figure, axis = _subplots(5, 5)
     for name, scores in curves.items():
         fpr, tpr, _ = roc_curve(labels, scores)
         axis.plot(fpr, tpr, label=name)
@@ -35,7 +40,7 @@ def curve_plots(folder: Path, labels: np.ndarray, curves: dict[str, np.ndarray])
     axis.legend()
     paths.append(_save(figure, folder / "roc.png"))
 
-    figure, axis = plt.subplots(figsize=(5, 5))
+    figure, axis = _subplots(5, 5)
     for name, scores in curves.items():
         precision, recall, _ = precision_recall_curve(labels, scores)
         axis.plot(recall, precision, label=name)
@@ -44,7 +49,7 @@ def curve_plots(folder: Path, labels: np.ndarray, curves: dict[str, np.ndarray])
     axis.legend()
     paths.append(_save(figure, folder / "pr.png"))
 
-    figure, axis = plt.subplots(figsize=(5, 5))
+    figure, axis = _subplots(5, 5)
     top = 0.0
     for name, scores in curves.items():
         mean, rate, _ = calibration_bins(np.asarray(scores, float), np.asarray(labels, float), 15)
@@ -61,7 +66,7 @@ def curve_plots(folder: Path, labels: np.ndarray, curves: dict[str, np.ndarray])
 def importance_plot(folder: Path, importance: dict[str, float], top: int = 20) -> Path:
     """Horizontal bars of the ``top`` features by total gain."""
     items = list(importance.items())[:top][::-1]
-    figure, axis = plt.subplots(figsize=(7, 0.3 * len(items) + 1.5))
+    figure, axis = _subplots(7, 0.3 * len(items) + 1.5)
     axis.barh([name for name, _ in items], [value for _, value in items])
     axis.set(xlabel="total gain", title="XGBoost feature importance")
     return _save(figure, folder / "feature_importance.png")
@@ -72,7 +77,7 @@ def attention_plot(folder: Path, candidates: np.ndarray, sequences: np.ndarray, 
 
     Cells where the recent item is the candidate product itself are marked with a dot.
     """
-    figure, axis = plt.subplots(figsize=(9, 0.4 * len(candidates) + 1.5))
+    figure, axis = _subplots(9, 0.4 * len(candidates) + 1.5)
     masked = np.where(sequences == 0, np.nan, weights)
     image = axis.imshow(masked, aspect="auto", cmap="viridis")
     same = np.argwhere((sequences == candidates[:, None]) & (sequences != 0))

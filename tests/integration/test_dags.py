@@ -82,7 +82,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Sandbox:
 @pytest.fixture(scope="module")
 def landed(sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three simulated days (2025-01-06 .. 08) in the landing zone, 10% of events arriving late."""
-    from freshcart.landing import land_simulation
+    from freshcart.ingestion.landing import land_simulation
     from freshcart.simulator import SimulationConfig, write_simulation
 
     sim_dir = tmp_path_factory.mktemp("simulation")

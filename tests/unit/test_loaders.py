@@ -7,8 +7,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from freshcart.ingest import ingest_file
-from freshcart.loaders import LoadError
+from freshcart.ingestion.file_ingest import ingest_file
+from freshcart.ingestion.formats import LoadError
 from freshcart.storage import list_partitions, read_events
 
 

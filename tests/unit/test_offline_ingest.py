@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from freshcart import storage
 from freshcart.cli import app
-from freshcart.landing import arrival_dir, land_simulation, write_landing_jsonl
-from freshcart.offline_ingest import IngestIntervalError, ingest_interval, rejects_path
+from freshcart.ingestion.landing import arrival_dir, land_simulation, write_landing_jsonl
+from freshcart.ingestion.interval_ingest import IngestIntervalError, ingest_interval, rejects_path
 from freshcart.schema import ARROW_SCHEMA, MAX_MESSAGE_BYTES, Event
 from freshcart.settings import Settings, load_settings
 from freshcart.simulator import SimulationConfig, write_simulation

@@ -10,7 +10,7 @@ import pytest
 from freshcart.schema import (
     Event, Rejection, event_from_json, events_to_table, parse_time, table_to_records, validate_record,
 )
-from freshcart.validation import validate_table
+from freshcart.ingestion.validation import validate_table
 
 GOOD = {
     "event_id": "e-1",

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import shlex
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+from freshcart.cli.common import console, err, fail, instant, interval, settings_or_exit
 
 features_app = typer.Typer(
     help="Features: build the offline tables, apply the Feast repository, materialise, read online values.",
@@ -20,33 +18,18 @@ features_app = typer.Typer(
 )
 
 
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _instant(text: str, option: str) -> datetime:
-    """An ISO date (midnight UTC) or date-time (UTC unless it names a zone)."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        _fail(f"{option} {text!r} is not a date or time; use e.g. 2025-01-09 or 2025-01-09T06:00", 2)
-    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def _feast(command: str) -> None:
-    from freshcart.cli import _settings
     from freshcart.features.store import FeatureStoreError, run_feast, yaml_path
 
-    settings = _settings()
+    settings = settings_or_exit()
     err.print(f"feast {command}: {settings.profile} profile, {yaml_path(settings)}, data in {settings.data_dir}",
               highlight=False, markup=False)
     try:
         done = run_feast(settings, command)
     except FeatureStoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if done.returncode != 0:
-        _fail(f"feast {command} failed (exit {done.returncode}); Feast's message is above", done.returncode)
+        fail(f"feast {command} failed (exit {done.returncode}); Feast's message is above", done.returncode)
 
 
 @features_app.command("plan")
@@ -68,13 +51,12 @@ def env() -> None:
     They carry the paths and addresses that feature_repo/feature_store*.yaml read, for the
     profile in FRESHCART_PROFILE (FEAST_FS_YAML_FILE_PATH selects the profile's YAML).
     """
-    from freshcart.cli import _settings
     from freshcart.features.store import FeatureStoreError, feast_env
 
     try:
-        variables = feast_env(_settings())
+        variables = feast_env(settings_or_exit())
     except FeatureStoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for name, value in variables.items():
         console.print(f"export {name}={shlex.quote(value)}", highlight=False, markup=False)
 
@@ -97,21 +79,20 @@ def materialize_command(
 
     The interval is recorded in the registry like `feast materialize` does.
     """
-    from freshcart.cli import _settings
     from freshcart.features.materialize import MaterializeError, ViewReport, materialize, materialize_incremental
     from freshcart.features.store import FeatureStoreError
 
     if incremental == (start is not None):
-        _fail("give either --start [--end] or --incremental [--end]", 2)
-    settings = _settings()
+        fail("give either --start [--end] or --incremental [--end]", 2)
+    settings = settings_or_exit()
     names = [v.strip() for v in views.split(",") if v.strip()] if views else None
     if incremental:
-        finish = _instant(end, "--end") if end else datetime.now(timezone.utc)
+        finish = instant(end, "--end") if end else datetime.now(timezone.utc)
         err.print(f"materialising incrementally up to {finish.isoformat()} ({settings.profile} profile)",
                   highlight=False, markup=False)
     else:
-        begin = _instant(start or "", "--start")
-        finish = _instant(end, "--end") if end else begin + timedelta(days=1)
+        begin = instant(start or "", "--start")
+        finish = instant(end, "--end") if end else begin + timedelta(days=1)
         err.print(f"materialising [{begin.isoformat()}, {finish.isoformat()}) ({settings.profile} profile)",
                   highlight=False, markup=False)
 
@@ -130,7 +111,7 @@ def materialize_command(
         else:
             report = materialize(settings, begin, finish, names, on_view=show)
     except (MaterializeError, FeatureStoreError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not report.views:
         console.print("every view is already materialised up to the end; nothing to do", markup=False)
         return
@@ -168,10 +149,9 @@ def online(
         None, help="The candidate's price for the on-demand features (default: its online current_price)."),
 ) -> None:
     """Print a few online feature values of a (user, product) pair, read through Feast."""
-    from freshcart.cli import _settings
     from freshcart.features.store import FeatureStoreError, feature_store
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         store = feature_store(settings)
         entity = {"user_id": user_id, "product_id": product_id}
@@ -189,7 +169,7 @@ def online(
                           "propensity_on_demand:seconds_since_last_event"],
                 entity_rows=[request], full_feature_names=True).to_dict()
     except (FeatureStoreError, ValueError) as exc:
-        _fail(f"{exc} (has `freshcart features apply` run for the {settings.profile} profile?)")
+        fail(f"{exc} (has `freshcart features apply` run for the {settings.profile} profile?)")
     table = Table("feature", "value", title=f"online features: user {user_id}, product {product_id}"
                   + (f", category {category_id}" if category_id is not None else "") + f" ({settings.profile})")
     for name, column in values.items():
@@ -201,12 +181,59 @@ def online(
                   "(`freshcart features materialize --start ... --end ...`)", highlight=False, markup=False)
 
 
-def _register_batch_commands() -> None:
-    """`features build` and `features training-set` live in freshcart.cli_feature_tables."""
-    from freshcart.cli_feature_tables import build, training_set
+@features_app.command("build")
+def build(
+    start: str = typer.Option(..., help="First event date, YYYY-MM-DD."),
+    end: Optional[str] = typer.Option(None, help="End event date, exclusive (default: the day after --start)."),
+) -> None:
+    """Compute the feature rows of every view for event dates [start, end) into the offline store.
 
-    features_app.command("build")(build)
-    features_app.command("training-set")(training_set)
+    Reads the offline events of the interval and the 31 days before it (the
+    longest look-back), and replaces those dates' partitions of each feature
+    table, so re-running an interval changes nothing.
+    """
+    from freshcart.features.tables import FeatureBuildError, build_feature_tables
+
+    settings = settings_or_exit()
+    first, last = interval(start, end)
+    with console.status(f"building feature tables for [{first}, {last}) ..."):
+        try:
+            report = build_feature_tables(settings, first, last)
+        except FeatureBuildError as exc:
+            fail(str(exc))
+    table = Table("feature view", "rows", title=f"feature tables [{first}, {last})")
+    for name, rows in report.rows.items():
+        table.add_row(name, f"{rows:,}")
+    console.print(table)
+    console.print(f"{report.events_in_interval:,} events in the interval ({report.events_read:,} read with the "
+                  f"look-back) in {report.seconds:.1f}s -> {report.out_dir}", highlight=False)
 
 
-_register_batch_commands()
+@features_app.command("training-set")
+def training_set(
+    start: str = typer.Option(..., help="First date of the views, YYYY-MM-DD."),
+    end: Optional[str] = typer.Option(None, help="End date, exclusive (default: the day after --start)."),
+    out: Path = typer.Option(..., help="Parquet file to write."),
+    method: str = typer.Option("fast", help="fast: FreshCart's as-of join; feast: Feast's get_historical_features."),
+) -> None:
+    """Labelled propensity examples: every view in [start, end), label = bought within the horizon.
+
+    Features are joined as of strictly before each view (no leakage). Needs the
+    feature tables of the interval (`freshcart features build`) and the offline
+    events up to end + horizon for the labels.
+    """
+    from freshcart.features.tables import FeatureBuildError
+    from freshcart.features.training_set import build_training_set
+
+    if method not in ("fast", "feast"):
+        fail(f"--method {method!r}: use fast or feast", 2)
+    settings = settings_or_exit()
+    first, last = interval(start, end)
+    with console.status(f"building the training set for [{first}, {last}) ..."):
+        try:
+            _, report = build_training_set(settings, first, last, out, method=method)
+        except FeatureBuildError as exc:
+            fail(str(exc))
+    console.print(f"{report.examples:,} examples, {report.positives:,} positive "
+                  f"({report.positives / report.examples:.2%}), {len(report.feature_columns)} features, "
+                  f"{report.method} join in {report.seconds:.1f}s -> {report.out}", highlight=False)

@@ -8,7 +8,7 @@ raw text. Validation is the project's single implementation:
   :func:`freshcart.schema.event_from_json` exactly as the stream consumer does
   (a line above ``MAX_MESSAGE_BYTES`` is ``oversized``);
 - ``*.parquet``: canonical columns, read row group by row group and checked by
-  :func:`freshcart.validation.validate_table`.
+  :func:`freshcart.ingestion.validation.validate_table`.
 
 A file that cannot be read at all (corrupt Parquet, a column of an unusable
 type) ends in one reject with the reason ``unreadable_file``; the rows before
@@ -37,7 +37,7 @@ from freshcart.schema import (
     events_to_table,
     format_time,
 )
-from freshcart.validation import validate_table
+from freshcart.ingestion.validation import validate_table
 
 # Reasons only the offline ingest gives, beside freshcart.schema.REASONS.
 OFFLINE_REASONS: dict[str, str] = {

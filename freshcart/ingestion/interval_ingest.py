@@ -37,8 +37,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from freshcart import storage
-from freshcart.landing import ARRIVAL_KEY, arrival_dir
-from freshcart.landing_readers import LANDING_SUFFIXES, REJECTS_SCHEMA, CheckedChunk, read_landing_file
+from freshcart.ingestion.landing import ARRIVAL_KEY, arrival_dir
+from freshcart.ingestion.landing_readers import LANDING_SUFFIXES, REJECTS_SCHEMA, CheckedChunk, read_landing_file
 from freshcart.schema import ARROW_SCHEMA, TimeBounds
 from freshcart.settings import Settings
 

@@ -6,7 +6,7 @@ Layout under ``landing_dir`` (``settings.landing_dir``)::
     arrival_date=YYYY-MM-DD/late-YYYY-MM-DD.parquet    events of an earlier event date that arrived late
     arrival_date=YYYY-MM-DD/<name>.jsonl               one Kafka message value per line
 
-Records here are not validated: :mod:`freshcart.offline_ingest` validates them
+Records here are not validated: :mod:`freshcart.ingestion.interval_ingest` validates them
 into the offline store. :func:`land_simulation` fills the zone from a simulator
 output folder (for the demo and the tests); :func:`write_landing_jsonl` writes
 raw message values (for the tests and the stream archive).

@@ -2,7 +2,7 @@
 
 Each reader yields *raw* tables with the canonical columns (text as published,
 or typed for our own Parquet) plus ``_line`` (the source line or row number);
-:mod:`freshcart.ingest` validates them and writes the partitions.
+:mod:`freshcart.ingestion.file_ingest` validates them and writes the partitions.
 
 - ``rees46``: the REES46 "eCommerce behavior data from multi category store" CSV.
 - ``taobao``: the Alibaba Tianchi UserBehavior CSV (no header).

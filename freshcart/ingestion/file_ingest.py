@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from freshcart import storage
-from freshcart.loaders import DEFAULT_BLOCK_BYTES, SPECS, read_raw
+from freshcart.ingestion.formats import DEFAULT_BLOCK_BYTES, SPECS, read_raw
 from freshcart.schema import ARROW_SCHEMA, EVENT_TYPES, TimeBounds
-from freshcart.sessions import Sessionizer, row_hash_ids
-from freshcart.validation import validate_table
+from freshcart.ingestion.sessions import Sessionizer, row_hash_ids
+from freshcart.ingestion.validation import validate_table
 
 REJECTS_SCHEMA = pa.schema(
     [("line", pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("record", pa.string())]

@@ -1,4 +1,4 @@
-"""`freshcart demo`: the main job end to end, on one machine.
+"""`freshcart demo` (`make demo`): the main job end to end, on one machine.
 
 Simulates a week of shop traffic, replays a slice of it through the Kafka
 broker and consumes it back, lands and ingests the week into the offline
@@ -13,14 +13,14 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import date, datetime, time as clock, timedelta, timezone
 
-import pyarrow.compute as pc
 from rich.console import Console
 from rich.table import Table
 
+from freshcart.cli.common import console as stdout, settings_or_exit
 from freshcart.settings import Settings
 
 DEMO_SEED = 42
@@ -64,8 +64,8 @@ def replay_through_kafka(settings: Settings, records: list[dict]) -> ReplayResul
 
 def _offline_store(settings: Settings, console: Console, sim_dir: Path) -> tuple[date, date]:
     """Land the simulation by arrival date and ingest every arrival date into the offline store."""
-    from freshcart.landing import land_simulation
-    from freshcart.offline_ingest import ingest_interval
+    from freshcart.ingestion.interval_ingest import ingest_interval
+    from freshcart.ingestion.landing import land_simulation
 
     landed = land_simulation(sim_dir, settings.landing_dir, late_share=LATE_SHARE, seed=DEMO_SEED)
     first, last = min(landed.arrival_dates), max(landed.arrival_dates)
@@ -123,6 +123,9 @@ def _midnight(day: date) -> datetime:
 
 
 def run_demo(settings: Settings, console: Console) -> None:
+    """Every step of the demo in order, printing to ``console``."""
+    import pyarrow.compute as pc
+
     from freshcart.features.training_set import build_training_set
     from freshcart.simulator import SimulationConfig, iter_records, oracle_auc_from_dir, write_simulation
     from freshcart.storage import read_events
@@ -187,3 +190,8 @@ def run_demo(settings: Settings, console: Console) -> None:
     console.print(f"broker      {settings.bootstrap_servers}, logs in {settings.logs_dir}")
     if not result.identical:
         raise SystemExit("the events read back from Kafka differ from those produced")
+
+
+def demo_command() -> None:
+    """The main job end to end: simulate, replay through Kafka, ingest, build features, apply, materialise, train set (`make demo`)."""
+    run_demo(settings_or_exit(), stdout)

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _day(text: Optional[str], option: str) -> Optional[date]:
-    if text is None:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        _fail(f"{option} {text!r} is not a date; use YYYY-MM-DD", 2)
-    return None
+from freshcart.cli.common import console, err, fail, optional_day, settings_or_exit
 
 
 def train(
@@ -48,18 +30,17 @@ def train(
     and registers it as a new version of FRESHCART_REGISTERED_MODEL with the alias
     challenger. `freshcart promote` then decides whether it becomes champion.
     """
-    from freshcart.cli import _settings
     from freshcart.features.tables import FeatureBuildError
     from freshcart.training.data import TrainingDataError
     from freshcart.training.report import metrics_table
     from freshcart.training.train import train_model
 
     if model not in ("xgboost", "din"):
-        _fail(f"--model {model!r}: use xgboost or din", 2)
-    first, last = _day(start, "--start"), _day(end, "--end")
+        fail(f"--model {model!r}: use xgboost or din", 2)
+    first, last = optional_day(start, "--start"), optional_day(end, "--end")
     if (first is None) != (last is None) or (first is None and training_set is None):
-        _fail("give both --start and --end (the views to train on), or --training-set FILE", 2)
-    settings = _settings()
+        fail("give both --start and --end (the views to train on), or --training-set FILE", 2)
+    settings = settings_or_exit()
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=err, transient=True) as bar:
         task = bar.add_task(f"training {model}", total=None)
@@ -70,7 +51,7 @@ def train(
         try:
             result = train_model(settings, model, first, last, training_set, rebuild, progress=report)
         except (FeatureBuildError, TrainingDataError, ValueError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
     title = f"{model} on the holdout (from {result.split.holdout_start:%Y-%m-%d %H:%M})"
     console.print(metrics_table({model: result.report}, title))
     console.print(f"rows: train {result.rows['train']:,}, validation {result.rows['validation']:,}, holdout "
@@ -87,13 +68,12 @@ def evaluate(
 ) -> None:
     """Evaluate a registered model on its holdout: AUC, PR AUC, log loss, calibration error, HR@10, NDCG@10,
     against the popularity baseline and (on simulated data) the oracle AUC."""
-    from freshcart.cli import _settings
     from freshcart.training.data import TrainingDataError
     from freshcart.training.promote import evaluate_version
     from freshcart.training.registry import RegistryError
     from freshcart.training.report import metrics_table
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         with console.status(f"scoring {settings.registered_model} {model} on its holdout ..."):
             report, version = evaluate_version(settings, model)
@@ -108,7 +88,7 @@ def evaluate(
                     other, _ = evaluate_version(settings, str(champion.version), holdout_of(client, version))
                     reports[f"@champion (v{champion.version})"] = other
     except (RegistryError, TrainingDataError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(metrics_table(reports, f"{settings.registered_model} on the holdout of {model}"))
 
 
@@ -121,16 +101,15 @@ def promote(
     Otherwise the challenger stays challenger; either way the decision and its reason
     are logged and recorded as tags (promotion.*) on the challenger's model version.
     """
-    from freshcart.cli import _settings
     from freshcart.training.promote import promote as decide
     from freshcart.training.registry import RegistryError
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         with console.status("scoring challenger and champion on the same holdout ..."):
             decision = decide(settings, metric, margin)
     except (RegistryError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     colour = {"promoted": "green", "kept": "yellow"}.get(decision.action, "white")
     console.print(f"[{colour}]{decision.action}[/{colour}]: {escape(decision.reason)}")
     console.print(f"champion: v{decision.champion_before or '-'} -> v{decision.champion_after or '-'}", highlight=False)
@@ -138,13 +117,12 @@ def promote(
 
 def rollback() -> None:
     """Give the champion alias back to the version the current champion replaced (recorded at promotion)."""
-    from freshcart.cli import _settings
     from freshcart.training.promote import rollback as restore
     from freshcart.training.registry import RegistryError
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         decision = restore(settings)
     except RegistryError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"rolled back: {escape(decision.reason)}")

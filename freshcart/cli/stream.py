@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from freshcart.cli import _fail, _settings, console, err
+from freshcart.cli.common import console, err, fail, settings_or_exit
 
 SWITCH_INTERVAL_S = 0.001  # Python's default 5 ms would add up across thread hand-overs in each micro-batch
 
@@ -41,22 +41,22 @@ def consume(
 
     overrides = {k: v for k, v in {"stream_batch_size": batch_size, "stream_max_wait_ms": max_wait_ms,
                                    "stream_group": group}.items() if v is not None}
-    settings = _settings().model_copy(update=overrides)
+    settings = settings_or_exit().model_copy(update=overrides)
     if writer is not None and writer not in ("auto", "push", "fast"):
-        _fail(f"--writer {writer!r} is not one of auto, push, fast", 2)
+        fail(f"--writer {writer!r} is not one of auto, push, fast", 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:  # kafka-python logs every connection and metadata refresh at INFO
         logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         processor = StreamProcessor(settings, writer=writer, max_idle_s=stop_when_idle, metrics_port=metrics_port)
     except ValueError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     install_signal_handlers(processor)
     sys.setswitchinterval(SWITCH_INTERVAL_S)  # the loop, the writer and the network threads hand over sooner
     try:
         summary = processor.run()
     except StreamError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"consumed {summary.consumed:,} messages in {summary.seconds:.1f}s: {summary.accepted:,} accepted, "
                   f"{summary.duplicates:,} duplicates, {summary.dead_letters:,} dead letters; "
                   f"{summary.rows_written:,} feature rows written online", highlight=False)
@@ -68,11 +68,11 @@ def status() -> None:
     from freshcart.stream.status import group_lag
     from freshcart.stream.metrics import read_statuses
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         lags = group_lag(settings)
     except Exception as exc:  # noqa: BLE001 - any broker failure is reported, not a traceback
-        _fail(f"cannot read offsets from {settings.bootstrap_servers}: {exc}")
+        fail(f"cannot read offsets from {settings.bootstrap_servers}: {exc}")
     table = Table("topic", "partition", "end offset", "committed", "lag", title=f"group {settings.stream_group}")
     for row in lags:
         table.add_row(row.topic, str(row.partition), f"{row.end:,}",
@@ -102,11 +102,11 @@ def dlq(
     """Dead letters by reason (whole topic), optionally with samples: original bytes, source and detail."""
     from freshcart.stream.dlq import preview, read_dead_letters
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         summary = read_dead_letters(settings, samples=samples, reason=reason)
     except Exception as exc:  # noqa: BLE001
-        _fail(f"cannot read {settings.dlq_topic} from {settings.bootstrap_servers}: {exc}")
+        fail(f"cannot read {settings.dlq_topic} from {settings.bootstrap_servers}: {exc}")
     table = Table("reason", "messages", title=f"{settings.dlq_topic}: {summary.total:,} dead letters")
     for name, count in summary.by_reason.most_common():
         table.add_row(name, f"{count:,}")

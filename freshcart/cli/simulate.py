@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _utc_day(text: str, option: str) -> datetime:
-    try:
-        return datetime.combine(date.fromisoformat(text), time(), tzinfo=timezone.utc)
-    except ValueError:
-        err.print(f"[red]error:[/red] {option} {text!r} is not a date; use YYYY-MM-DD", highlight=False)
-        raise typer.Exit(2) from None
-
-
-def _utc_time(text: str, option: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        err.print(f"[red]error:[/red] {option} {text!r} is not a time; use e.g. 2025-01-09T00:00", highlight=False)
-        raise typer.Exit(2) from None
-    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+from freshcart.cli.common import console, err, fail, instant, settings_or_exit, utc_day
 
 
 def simulate(
@@ -59,29 +40,28 @@ def simulate(
     For every view the true purchase probability within the horizon is written to
     <out>/_truth, so the oracle AUC is known. Drift knobs apply from --drift-from on.
     """
-    from freshcart.cli import _fail, _settings
     from freshcart.simulator import DriftConfig, SimulationConfig, SimulationConfigError
 
-    settings = _settings()
+    settings = settings_or_exit()
     if not to_kafka and (rate is not None or limit is not None or fault_share):
-        _fail("--rate, --limit and --fault-share apply to --to-kafka only", 2)
+        fail("--rate, --limit and --fault-share apply to --to-kafka only", 2)
     if landing and to_kafka:
-        _fail("--landing applies to Parquet output, not --to-kafka", 2)
+        fail("--landing applies to Parquet output, not --to-kafka", 2)
     if not 0.0 <= late_share <= 1.0:
-        _fail(f"--late-share {late_share!r} is out of range; give a fraction between 0 and 1", 2)
+        fail(f"--late-share {late_share!r} is out of range; give a fraction between 0 and 1", 2)
     try:
         drift = DriftConfig(
-            drift_from=_utc_time(drift_from, "--drift-from") if drift_from else None,
+            drift_from=instant(drift_from, "--drift-from") if drift_from else None,
             price_inflation=price_inflation, category_shift=category_shift,
             new_products=new_products, bot_share=bot_share,
         )
         config = SimulationConfig(
             seed=seed, users=users, products=products, categories=categories, days=days,
-            start=_utc_day(start, "--start"), events_per_day=events_per_day,
+            start=utc_day(start, "--start"), events_per_day=events_per_day,
             horizon_hours=settings.horizon_hours, drift=drift,
         )
     except SimulationConfigError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     if to_kafka:
         _simulate_to_kafka(settings, config, rate, limit, fault_share)
     else:
@@ -114,7 +94,7 @@ def _simulate_to_parquet(config, out_dir: Path, overwrite: bool) -> None:
 
 
 def _land(sim_dir: Path, landing_dir: Path, late_share: float, seed: int) -> None:
-    from freshcart.landing import land_simulation
+    from freshcart.ingestion.landing import land_simulation
 
     summary = land_simulation(sim_dir, landing_dir, late_share=late_share, seed=seed)
     first, last = summary.arrival_dates[0], summary.arrival_dates[-1]
@@ -124,7 +104,6 @@ def _land(sim_dir: Path, landing_dir: Path, late_share: float, seed: int) -> Non
 
 
 def _simulate_to_kafka(settings, config, rate: float | None, limit: int | None, fault_share: float) -> None:
-    from freshcart.cli import _fail
     from freshcart.kafka_io import make_producer, produce
     from freshcart.simulator import inject_faults, iter_records
 
@@ -135,7 +114,7 @@ def _simulate_to_kafka(settings, config, rate: float | None, limit: int | None, 
     try:
         producer = make_producer(settings)
     except Exception as exc:  # kafka-python raises NoBrokersAvailable and friends
-        _fail(f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); run `freshcart services up`")
+        fail(f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); run `freshcart services up`")
     with _progress("events") as bar:
         task = bar.add_task(f"producing to {settings.events_topic}", total=limit)
         summary = produce(producer, settings.events_topic, messages, rate=rate,
