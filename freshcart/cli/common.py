@@ -5,6 +5,9 @@ Imports nothing of the command modules, so every one of them can import it.
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
 from datetime import date, datetime, time, timedelta, timezone
 from typing import NoReturn, Optional
 
@@ -16,6 +19,26 @@ from freshcart.settings import ConfigError, Settings, load_settings
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+
+
+LIBRARY_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "feast", "urllib3", "git", "numexpr")
+"""Libraries whose INFO lines (database migrations, connections, "Creating initial MLflow database
+tables") would interleave with FreshCart's own output."""
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' INFO lines, deprecation notes and MLflow's download bars off FreshCart's output.
+
+    Called by the root command unless ``freshcart --verbose``; scoped to the CLI process (the
+    package itself changes no global logging or warning filter).
+    """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(mlflow|sqlalchemy|feast|pydantic)(\.|$)")
+    warnings.filterwarnings("ignore", category=UserWarning, message=r".*(type hint|MLflow)")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -49,7 +49,8 @@ def train(
             bar.update(task, completed=done, total=total, description=f"training {model}: {what}")
 
         try:
-            result = train_model(settings, model, first, last, training_set, rebuild, progress=report)
+            result = train_model(settings, model, first, last, training_set, rebuild, progress=report,
+                                 on_epoch=lambda epoch: bar.console.print(epoch.line(), highlight=False))
         except (FeatureBuildError, TrainingDataError, ValueError) as exc:
             fail(str(exc))
     title = f"{model} on the holdout (from {result.split.holdout_start:%Y-%m-%d %H:%M})"

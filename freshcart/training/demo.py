@@ -33,8 +33,9 @@ def train_demo(settings: Settings, console: Console, start: date, end: date, din
             def report(done: float, total: float, what: str, task: int = task, name: str = model_type) -> None:
                 bar.update(task, completed=done, total=total, description=f"training {name}: {what}")
 
-            results[model_type] = train_model(settings, model_type, start, end, set_challenger=False,
-                                              progress=report)
+            results[model_type] = train_model(
+                settings, model_type, start, end, set_challenger=False, progress=report,
+                on_epoch=lambda epoch: bar.console.print(f"  {model_type} {epoch.line()}", highlight=False))
         result = results[model_type]
         console.print(f"{model_type}: trained in {result.train_seconds:.1f}s on {result.details['device']} "
                       f"({result.rows['train']:,} train / {result.rows['validation']:,} validation rows), "

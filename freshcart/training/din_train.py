@@ -9,6 +9,7 @@ with the best validation log loss are kept.
 from __future__ import annotations
 
 import copy
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,36 @@ class DINTrainingLog:
     device: str = "cpu"
 
 
+@dataclass(frozen=True)
+class EpochReport:
+    """One finished epoch: its speed, its losses and where early stopping stands."""
+
+    epoch: int
+    max_epochs: int
+    rows_per_second: float
+    train_loss: float
+    validation_loss: float
+    best_epoch: int
+    epochs_without_improvement: int
+    patience: int
+
+    @property
+    def stopping(self) -> bool:
+        """True when this epoch ends training early (``patience`` epochs without improvement)."""
+        return self.epochs_without_improvement >= self.patience
+
+    def line(self) -> str:
+        """``epoch 2/6: 41,200 rows/s, train loss 0.1234, validation loss 0.1301 (best: epoch 2), ...``."""
+        state = ("improved" if self.best_epoch == self.epoch else
+                 f"{self.epochs_without_improvement}/{self.patience} epochs without improvement"
+                 + (", stopping early" if self.stopping else ""))
+        return (f"epoch {self.epoch}/{self.max_epochs}: {self.rows_per_second:,.0f} rows/s, train loss "
+                f"{self.train_loss:.4f}, validation loss {self.validation_loss:.4f} (best: epoch {self.best_epoch}), "
+                f"{state}")
+
+
 MIN_STEPS_PER_EPOCH = 64
+log = logging.getLogger(__name__)
 
 
 def effective_batch_size(batch_size: int, rows: int) -> int:
@@ -56,10 +86,13 @@ def _log_loss(model: DINModel, inputs: DINInputs, labels: np.ndarray) -> float:
 
 
 def train_din(train: pa.Table, validation: pa.Table, params: DINParams,
-              progress: Callable[[int, int, str], None] | None = None) -> tuple[DINModel, DINTrainingLog]:
+              progress: Callable[[int, int, str], None] | None = None,
+              on_epoch: Callable[[EpochReport], None] | None = None) -> tuple[DINModel, DINTrainingLog]:
     """Fit the network on ``train``; stop when the validation log loss has not improved for ``patience`` epochs.
 
-    ``progress(step, total_steps, description)`` is called after every mini-batch.
+    ``progress(step, total_steps, description)`` is called after every mini-batch (the description
+    carries the last epoch's summary), ``on_epoch(report)`` after every epoch, and every epoch is
+    logged at INFO (what a DAG task's log shows).
     """
     seed_everything(params.seed)
     if params.threads:
@@ -77,7 +110,8 @@ def train_din(train: pa.Table, validation: pa.Table, params: DINParams,
     generator = np.random.default_rng(params.seed)
     batch_size = effective_batch_size(params.batch_size, len(train_inputs))
     steps_per_epoch = max(1, -(-len(train_inputs) // batch_size))
-    log = DINTrainingLog(device=str(device))
+    history = DINTrainingLog(device=str(device))
+    last = ""
     best_state, best_loss, stale = copy.deepcopy(network.state_dict()), float("inf"), 0
     for epoch in range(params.max_epochs):
         started = time.perf_counter()
@@ -95,18 +129,25 @@ def train_din(train: pa.Table, validation: pa.Table, params: DINParams,
             total += float(loss.detach()) * len(index)
             if progress is not None:
                 progress(epoch * steps_per_epoch + step + 1, params.max_epochs * steps_per_epoch,
-                         f"epoch {epoch + 1}/{params.max_epochs}")
+                         f"epoch {epoch + 1}/{params.max_epochs}{last}")
         if device.type == "cuda":
             torch.cuda.synchronize()
-        log.epoch_seconds.append(time.perf_counter() - started)
-        log.train_loss.append(total / len(train_inputs))
-        log.validation_loss.append(_log_loss(model, val_inputs, val_y))
-        if log.validation_loss[-1] < best_loss - 1e-6:
-            best_loss, stale, log.best_epoch = log.validation_loss[-1], 0, epoch + 1
+        history.epoch_seconds.append(time.perf_counter() - started)
+        history.train_loss.append(total / len(train_inputs))
+        history.validation_loss.append(_log_loss(model, val_inputs, val_y))
+        if history.validation_loss[-1] < best_loss - 1e-6:
+            best_loss, stale, history.best_epoch = history.validation_loss[-1], 0, epoch + 1
             best_state = copy.deepcopy(network.state_dict())
         else:
             stale += 1
-            if stale >= params.patience:
-                break
+        report = EpochReport(epoch + 1, params.max_epochs, len(train_inputs) / history.epoch_seconds[-1],
+                             history.train_loss[-1], history.validation_loss[-1], history.best_epoch, stale,
+                             params.patience)
+        log.info("attention model %s", report.line())
+        if on_epoch is not None:
+            on_epoch(report)
+        last = f" (last: {report.rows_per_second:,.0f} rows/s, validation loss {report.validation_loss:.4f})"
+        if report.stopping:
+            break
     network.load_state_dict(best_state)
-    return model, log
+    return model, history

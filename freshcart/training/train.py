@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import mlflow
 import numpy as np
@@ -27,9 +27,15 @@ from freshcart.training.data import FEATURE_SERVICES, TimeSplit, data_hash, load
     split_by_time, tabular_matrix
 from freshcart.training.din_model import DINParams
 from freshcart.training.evaluate import EvaluationReport, PopularityBaseline, evaluate_scores
-from freshcart.training.pyfunc import MODEL_TYPES, PropensityModel, input_frame, signature
+from freshcart.training.pyfunc import MODEL_TYPES, input_frame, signature
 from freshcart.training.registry import CHALLENGER, connect, environment_tags, pip_requirements, set_version_tags
 from freshcart.training.xgb_model import XGBoostParams
+
+if TYPE_CHECKING:
+    from freshcart.training.din_train import EpochReport
+
+MODEL_CODE = Path(__file__).with_name("model_code.py")
+"""The registered model's code (MLflow models from code: rebuilt at load, never unpickled)."""
 
 Progress = Callable[[float, float, str], None]
 ATTENTION_EXAMPLES = 12
@@ -71,7 +77,8 @@ def split_table(table: pa.Table, split: TimeSplit) -> tuple[pa.Table, pa.Table, 
 
 
 def _fit(model_type: str, settings: Settings, train: pa.Table, validation: pa.Table,
-         progress: Progress | None) -> tuple[Any, dict[str, Any], dict[str, list[float]], float, str]:
+         progress: Progress | None, on_epoch: Callable[[EpochReport], None] | None = None
+         ) -> tuple[Any, dict[str, Any], dict[str, list[float]], float, str]:
     """Train one model; returns it, its parameters, per-step histories, seconds and device."""
     if model_type == "xgboost":
         from freshcart.training.xgb_model import train_xgboost
@@ -92,7 +99,7 @@ def _fit(model_type: str, settings: Settings, train: pa.Table, validation: pa.Ta
         params = din_params(settings)
         started = time.perf_counter()
         model, din_log = train_din(train, validation, params,
-                                   (lambda s, n, what: progress(s, n, what)) if progress else None)
+                                   (lambda s, n, what: progress(s, n, what)) if progress else None, on_epoch)
         history = {"train_loss": din_log.train_loss, "validation_loss": din_log.validation_loss,
                    "epoch_seconds": din_log.epoch_seconds}
         return model, {**asdict(params), "best_epoch": din_log.best_epoch}, history, \
@@ -116,9 +123,12 @@ def _plots(folder: Path, model_type: str, model: Any, holdout: pa.Table, scores:
 
 def train_model(settings: Settings, model_type: str, start: date | None = None, end: date | None = None,
                 training_set: Path | None = None, rebuild: bool = False, set_challenger: bool = True,
-                progress: Progress | None = None) -> TrainResult:
+                progress: Progress | None = None,
+                on_epoch: Callable[[EpochReport], None] | None = None) -> TrainResult:
     """Train ``model_type`` ('xgboost' or 'din') on ``[start, end)`` (or an existing ``training_set`` file),
-    evaluate it on the time-based holdout, log the run and register the model (alias ``challenger``)."""
+    evaluate it on the time-based holdout, log the run and register the model (alias ``challenger``).
+
+    ``progress(done, total, what)`` follows the steps; ``on_epoch`` gets each attention-model epoch's report."""
     if model_type not in MODEL_TYPES:
         raise ValueError(f"--model {model_type!r}: use one of {', '.join(MODEL_TYPES)}")
     if training_set is not None and start is None:
@@ -132,7 +142,7 @@ def train_model(settings: Settings, model_type: str, start: date | None = None, 
     baseline = PopularityBaseline.fit(train)
     client = connect(settings)
     with mlflow.start_run(run_name=f"{model_type} {start or path.stem}..{end or ''}") as run:
-        model, params, history, seconds, device = _fit(model_type, settings, train, validation, progress)
+        model, params, history, seconds, device = _fit(model_type, settings, train, validation, progress, on_epoch)
         scores = model.predict(holdout)
         report = evaluate_scores(settings, holdout, scores, baseline)
         lineage = {"feature_services": ",".join(FEATURE_SERVICES), "training_set": str(path),
@@ -155,7 +165,7 @@ def train_model(settings: Settings, model_type: str, start: date | None = None, 
             mlflow.log_artifacts(str(folder / "plots"), artifact_path="plots")
             model.save(folder / "model")
             logged = mlflow.pyfunc.log_model(
-                name="model", python_model=PropensityModel(), artifacts={"model": str(folder / "model")},
+                name="model", python_model=str(MODEL_CODE), artifacts={"model": str(folder / "model")},
                 model_config={"model_type": model_type, "device": "auto"}, signature=signature(),
                 input_example=input_frame(holdout.slice(0, 5)), pip_requirements=pip_requirements(),
                 registered_model_name=settings.registered_model, await_registration_for=60)

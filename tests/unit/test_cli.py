@@ -50,3 +50,27 @@ def test_config_error_names_the_variable(monkeypatch):
     result = runner.invoke(app, ["config", "show"])
     assert result.exit_code == 2
     assert "FRESHCART_PROFILE='prod'" in result.output
+
+
+def test_library_chatter_is_quiet_unless_verbose():
+    import logging
+    import warnings
+
+    mlflow_log = logging.getLogger("mlflow")
+    before = mlflow_log.level
+    try:
+        with warnings.catch_warnings():
+            mlflow_log.setLevel(logging.INFO)
+            assert runner.invoke(app, ["--verbose", "config", "show"]).exit_code == 0
+            assert mlflow_log.level == logging.INFO
+            assert runner.invoke(app, ["config", "show"]).exit_code == 0
+            assert mlflow_log.level == logging.WARNING
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)  # what a library would see without the filters
+                runner.invoke(app, ["config", "show"])
+                warnings.warn_explicit("Add type hints to the `predict` method", UserWarning, "x.py", 1,
+                                       module="mlflow.pyfunc.utils")
+                warnings.warn("a FreshCart warning", UserWarning)
+            assert [str(w.message) for w in caught] == ["a FreshCart warning"]
+    finally:
+        mlflow_log.setLevel(before)

@@ -217,3 +217,25 @@ def test_a_training_set_from_older_features_is_built_again(trained: Trained) -> 
     again, _, built = load_or_build(trained.settings, days[1], days[4])
     assert built and "user_activity__distinct_products_7d" in again.column_names
     assert again.num_rows == table.num_rows
+
+
+def test_each_epoch_is_reported_and_the_model_loads_back(trained: Trained, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    from freshcart.training.din_model import DINModel
+
+    settings = load_settings(data_dir=trained.settings.data_dir, din_max_epochs=4, din_patience=1, training_threads=1)
+    train, validation = trained.train.slice(0, 6_000), trained.validation.slice(0, 1_500)
+    reports = []
+    with caplog.at_level("INFO", logger="freshcart.training.din_train"):
+        din, history = train_din(train, validation, din_params(settings), on_epoch=reports.append)
+    assert [r.validation_loss for r in reports] == history.validation_loss
+    assert [r.epoch for r in reports] == list(range(1, len(reports) + 1))
+    best = 1 + min(range(len(reports)), key=lambda i: history.validation_loss[i])
+    assert reports[-1].best_epoch == history.best_epoch == best
+    assert reports[-1].stopping == (len(reports) < 4)  # early stopping is the only way to end before the cap
+    assert all(r.rows_per_second > 0 for r in reports) and "validation loss" in reports[0].line()
+    assert [m for m in caplog.messages if m.startswith("attention model epoch")] == \
+        [f"attention model {r.line()}" for r in reports]
+    folder = din.save(tmp_path / "din")
+    again = DINModel.load(folder, "cpu")
+    np.testing.assert_allclose(again.predict(trained.holdout.slice(0, 500)), din.predict(trained.holdout.slice(0, 500)))
