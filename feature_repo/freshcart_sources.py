@@ -4,7 +4,8 @@ Every feature view reads its offline rows from one folder of Parquet files writt
 ``freshcart features build`` (``<data_dir>/offline/features/<view>/event_date=YYYY-MM-DD/``)
 and is kept fresh online by a push source that the stream consumer pushes to. Names,
 keys and descriptions come from :mod:`freshcart.features.spec`; the folder from
-FreshCart's settings (FRESHCART_DATA_DIR).
+FreshCart's settings (the checkout's data/, or FRESHCART_DATA_DIR), checked against the
+YAML that Feast reads.
 """
 
 from __future__ import annotations

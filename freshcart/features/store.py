@@ -1,11 +1,14 @@
 """The Feast feature store of a FreshCart profile: its config, its environment, `feast` runs.
 
-``feature_repo/`` holds one ``feature_store.yaml`` per profile (``feature_store.yaml`` for
-local, ``feature_store.production.yaml`` for production). Their paths and addresses are
-``${VAR}`` references that Feast expands from the environment; :func:`feast_env` computes
-those variables from FreshCart's settings, so ``freshcart features env`` can export them
-for a shell that runs plain ``feast``, and :func:`feature_store` / :func:`run_feast` use
-them directly. The feature definitions call :func:`repo_settings` when Feast imports them.
+``feature_repo/`` holds the YAML files Feast reads: ``feature_store.yaml`` (local profile,
+paths relative to the repository: the checkout's ``data/``, FreshCart's default data dir, so
+a plain ``feast`` call works with no environment), ``feature_store.data_dir.yaml`` (local
+profile, data in ``$FRESHCART_DATA_DIR``) and ``feature_store.production.yaml``. Their
+``${VAR}`` references are expanded by Feast from the environment; :func:`feast_env` computes
+those variables (and which YAML to read) from FreshCart's settings, so ``freshcart features
+env`` can export them for a shell that runs plain ``feast``, and :func:`feature_store` /
+:func:`run_feast` use them directly. The feature definitions call :func:`repo_settings` when
+Feast imports them, which stops when the YAML in use and FreshCart's settings disagree.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from freshcart.settings import Settings, load_settings
 
 PROJECT = "freshcart"
 YAML_FILES: dict[str, str] = {"local": "feature_store.yaml", "production": "feature_store.production.yaml"}
+DATA_DIR_YAML = "feature_store.data_dir.yaml"  # local profile, data in $FRESHCART_DATA_DIR instead of data/
+DATA_DIR_ENV = "FRESHCART_DATA_DIR"
 FEAST_YAML_ENV = "FEAST_FS_YAML_FILE_PATH"  # Feast's own variable: which feature_store.yaml to read
 REDIS_ENV = "FRESHCART_FEAST_REDIS"  # production: Feast's Redis connection string (host:port,db=N)
 REGISTRY_ENV = "FRESHCART_FEAST_REGISTRY_URL"  # production: SQLAlchemy URL of the SQL registry
@@ -37,13 +42,36 @@ class FeatureStoreError(RuntimeError):
 
 
 def feast_dir(settings: Settings) -> Path:
-    """Where the local profile keeps Feast's registry and SQLite online store (see feature_store.yaml)."""
+    """Where the local profile keeps Feast's registry and SQLite online store (see feature_store*.yaml)."""
     return settings.data_dir / "feast"
 
 
 def yaml_path(settings: Settings) -> Path:
-    """The ``feature_store.yaml`` of the settings' profile."""
-    return settings.feature_repo_dir / YAML_FILES[settings.profile]
+    """The YAML file Feast reads for the settings: the profile's, or for the local profile with
+    another data dir than the one ``feature_store.yaml`` names, ``feature_store.data_dir.yaml``."""
+    default = settings.feature_repo_dir / YAML_FILES[settings.profile]
+    if settings.profile == "local" and not _keeps_store_in(default, settings.feature_repo_dir, {},
+                                                           feast_dir(settings)):
+        return settings.feature_repo_dir / DATA_DIR_YAML
+    return default
+
+
+def _store_paths(path: Path, repo_dir: Path, variables: Mapping[str, str]) -> dict[str, Path]:
+    """Where a local YAML keeps the file registry and the SQLite online store, as Feast resolves
+    them: ``${VAR}`` expanded from ``variables``, relative paths against the repository folder."""
+    raw = yaml.safe_load(_expand(path.read_text(), variables)) or {}
+    registry = raw.get("registry")
+    online = raw.get("online_store") or {}
+    found = {"registry": registry.get("path") if isinstance(registry, dict) else registry,
+             "online_store": online.get("path") if isinstance(online, dict) else None}
+    return {name: (repo_dir / value).resolve() for name, value in found.items()
+            if isinstance(value, str) and "://" not in value and not _VAR.search(value)}
+
+
+def _keeps_store_in(path: Path, repo_dir: Path, variables: Mapping[str, str], folder: Path) -> bool:
+    """Whether the YAML at ``path`` keeps the registry and the online store in ``folder``."""
+    paths = _store_paths(path, repo_dir, variables)
+    return set(paths) == {"registry", "online_store"} and all(p.parent == folder.resolve() for p in paths.values())
 
 
 def redis_connection_string(url: str) -> str:
@@ -66,10 +94,10 @@ def registry_url(settings: Settings) -> str:
 
 
 def feast_env(settings: Settings) -> dict[str, str]:
-    """The variables the profile's ``feature_store.yaml`` and the definitions read (secrets included)."""
+    """The variables the YAML of :func:`yaml_path` and the definitions read, that YAML included (secrets too)."""
     env = {
         "FRESHCART_PROFILE": settings.profile,
-        "FRESHCART_DATA_DIR": str(settings.data_dir.resolve()),
+        DATA_DIR_ENV: str(settings.data_dir.resolve()),
         FEAST_YAML_ENV: str(yaml_path(settings)),
     }
     if settings.profile == "production":
@@ -99,14 +127,20 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
+def _references(document: Any) -> set[str]:
+    """Names of the ``$VAR`` / ``${VAR}`` references in the values of a parsed YAML document."""
+    return {m.group(1).strip("{}") for value in _strings(document) for m in _VAR.finditer(value)}
+
+
 def load_repo_config(settings: Settings) -> Any:
-    """The profile's ``feature_store.yaml`` as Feast's ``RepoConfig``, expanded with :func:`feast_env`."""
+    """The YAML of :func:`yaml_path` as Feast's ``RepoConfig``, expanded with :func:`feast_env` (relative
+    paths stay relative: Feast resolves them against ``repo_path``, the repository folder)."""
     from feast.repo_config import FeastConfigError, RepoConfig
     from pydantic import ValidationError
 
     path = yaml_path(settings)
     raw = yaml.safe_load(_expand(path.read_text(), {**os.environ, **feast_env(settings)}))
-    left = sorted({m.group(1).strip("{}") for value in _strings(raw) for m in _VAR.finditer(value)})
+    left = sorted(_references(raw))
     if left:
         raise FeatureStoreError(f"{path}: no value for {', '.join('$' + n for n in left)}")
     try:
@@ -151,35 +185,52 @@ def apply(settings: Settings) -> subprocess.CompletedProcess[str]:
 def repo_settings() -> Settings:
     """Settings for the feature definitions, checked against the YAML that Feast is reading.
 
-    Called when Feast imports ``feature_repo/``: stops with a message saying what to export
-    when the YAML's variables are not set, or when FRESHCART_PROFILE names another profile.
+    Called when Feast imports ``feature_repo/``. With no environment the local profile's
+    ``feature_store.yaml`` and the settings both name the checkout's ``data/``. Stops with a
+    message saying what to do when the YAML in use belongs to another profile, reads a
+    variable that is not set, or keeps the registry elsewhere than FRESHCART_DATA_DIR says.
     """
     settings = load_settings()
-    expected = feast_env(settings)
-    missing = [name for name in expected if name not in (FEAST_YAML_ENV, "FRESHCART_PROFILE")
-               and name not in os.environ]
+    path, repo_dir = _yaml_in_use() or (yaml_path(settings), settings.feature_repo_dir)
     hint = 'run `eval "$(freshcart features env)"` first, or use `freshcart features plan|apply`'
-    in_use = _yaml_in_use()
-    if in_use is not None and in_use.name != YAML_FILES[settings.profile]:
-        raise SystemExit(f"feature_repo: FRESHCART_PROFILE={settings.profile} but feast reads {in_use.name}; "
-                         f"use `feast -f {YAML_FILES[settings.profile]} ...` or {hint}")
+    yaml_profile = "production" if path.name == YAML_FILES["production"] else "local"
+    if yaml_profile != settings.profile:
+        raise SystemExit(f"feature_repo: FRESHCART_PROFILE={settings.profile} but feast reads {path.name}; "
+                         f"use `feast -f {yaml_path(settings).name} ...` or {hint}")
+    missing = sorted(_references(yaml.safe_load(path.read_text())) - set(os.environ))
     if missing:
-        raise SystemExit(f"feature_repo: {', '.join(missing)} not set ({YAML_FILES[settings.profile]} reads "
+        raise SystemExit(f"feature_repo: {', '.join(missing)} not set ({path.name} reads "
                          f"{'them' if len(missing) > 1 else 'it'}, FRESHCART_PROFILE={settings.profile}); {hint}")
     if settings.profile == "local":
-        feast_dir(settings).mkdir(parents=True, exist_ok=True)  # Feast creates the registry file, not its folders
+        folder = feast_dir(settings)
+        if not _keeps_store_in(path, repo_dir, os.environ, folder):
+            stores = sorted({str(p.parent) for p in _store_paths(path, repo_dir, os.environ).values()})
+            given = os.environ.get(DATA_DIR_ENV)
+            source = f"{DATA_DIR_ENV}={given}" if given else f"{DATA_DIR_ENV} not set"
+            raise SystemExit(
+                f"feature_repo: {path.name} keeps Feast's registry and online store in "
+                f"{', '.join(stores) or 'no local file'}, but FreshCart's data dir is {settings.data_dir} "
+                f"({source}), whose stores are in {folder}; {hint} (for another data dir it selects "
+                f"{DATA_DIR_YAML}), or unset {DATA_DIR_ENV} to use the checkout's data/"
+            )
+        folder.mkdir(parents=True, exist_ok=True)  # Feast creates the registry file, not its folders
     return settings
 
 
-def _yaml_in_use() -> Path | None:
-    """The YAML file of the running ``feast`` command, when Feast's CLI imports the repository."""
+def _yaml_in_use() -> tuple[Path, Path] | None:
+    """The YAML file and the repository folder of the running ``feast`` command, when Feast's CLI
+    imports the repository (Feast's click context holds both)."""
     try:
         import click
     except ImportError:  # pragma: no cover - click comes with feast
         return None
     ctx = click.get_current_context(silent=True)
-    found = ctx.find_root().obj.get("FS_YAML_FILE") if ctx and isinstance(ctx.find_root().obj, dict) else None
-    return Path(found) if found else None
+    obj = ctx.find_root().obj if ctx else None
+    if not isinstance(obj, dict) or not obj.get("FS_YAML_FILE"):
+        return None
+    repo_dir = Path(obj.get("CHDIR") or Path.cwd())
+    found = Path(obj["FS_YAML_FILE"])
+    return (found if found.is_absolute() else repo_dir / found), repo_dir
 
 
 def feast_dtype(dtype: pa.DataType) -> Any:

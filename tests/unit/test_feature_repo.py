@@ -1,21 +1,28 @@
-"""The Feast repository (feature_repo/) in the local profile: apply, plan, and schema errors Feast must catch.
+"""The Feast repository (feature_repo/) in the local profile: apply, plan, serve, and schema errors Feast must catch.
 
 No servers: the local profile keeps its registry and SQLite online store in a temporary
-data dir. `feast` runs as a child process, as a user would run it.
+data dir, or in the data/ of a temporary copy of the checkout when plain `feast` runs with
+no environment. `feast` runs as a child process, as a user would run it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import click
 import pyarrow as pa
 import pytest
+import yaml
 from feast.types import Array, Float64, Int64
 
 from typer.testing import CliRunner
@@ -23,10 +30,12 @@ from typer.testing import CliRunner
 from freshcart.cli import app
 from freshcart.features import spec
 from freshcart.features.store import (
-    FeatureStoreError, feast_dtype, feast_env, feature_store, load_repo_config, redis_connection_string,
-    repo_settings, run_feast,
+    FEAST_YAML_ENV, FeatureStoreError, feast_dtype, feast_env, feature_store, load_repo_config,
+    redis_connection_string, repo_settings, run_feast, yaml_path,
 )
-from freshcart.settings import Settings, load_settings
+from freshcart.settings import REPO_ROOT, Settings, load_settings
+
+FEATURE_REPO = REPO_ROOT / "feature_repo"
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +122,7 @@ def test_feast_plan_catches_broken_definitions(tmp_path: Path) -> None:
         settings = load_settings(profile="local", data_dir=tmp_path / f"data{number}")
         runs[case] = subprocess.Popen(
             [sys.executable, "-m", "feast.cli.cli", "--chdir", str(repo), "--feature-store-yaml",
-             str(repo / "feature_store.yaml"), "plan"],
+             str(repo / yaml_path(settings).name), "plan"],
             env={**os.environ, **feast_env(settings)}, cwd=repo, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for case, run in runs.items():
@@ -122,19 +131,143 @@ def test_feast_plan_catches_broken_definitions(tmp_path: Path) -> None:
         assert BROKEN[case][1] in output, f"{case}:\n{output}"
 
 
-def test_definitions_stop_without_their_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("FRESHCART_DATA_DIR", raising=False)
-    monkeypatch.setenv("FRESHCART_PROFILE", "local")
-    with pytest.raises(SystemExit, match=r"FRESHCART_DATA_DIR not set \(feature_store.yaml reads it"):
-        repo_settings()
+def _without_freshcart_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("FRESHCART_", "FEAST_")):
+            monkeypatch.delenv(name)
+
+
+def _feast_reads(yaml_file: Path) -> click.Context:
+    """The click context of a `feast` command run in feature_repo/ on ``yaml_file`` (what the definitions see)."""
+    return click.Context(click.Command("plan"), obj={"CHDIR": FEATURE_REPO, "FS_YAML_FILE": yaml_file})
+
+
+def test_without_environment_the_yaml_names_the_checkouts_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    _without_freshcart_environment(monkeypatch)
+    settings = load_settings()
+    assert settings.profile == "local" and settings.data_dir == REPO_ROOT / "data"
+    assert yaml_path(settings) == FEATURE_REPO / "feature_store.yaml"
+    assert feast_env(settings)[FEAST_YAML_ENV] == str(FEATURE_REPO / "feature_store.yaml")
+    config = load_repo_config(settings)
+    assert config.repo_path == FEATURE_REPO and config.registry.path == "../data/feast/registry.db"
+    assert (FEATURE_REPO / config.registry.path).resolve() == REPO_ROOT / "data" / "feast" / "registry.db"
+    assert (FEATURE_REPO / config.online_store.path).resolve() == REPO_ROOT / "data" / "feast" / "online_store.db"
+
+
+def test_with_a_data_dir_the_definitions_and_the_yaml_follow_it(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    _without_freshcart_environment(monkeypatch)
     monkeypatch.setenv("FRESHCART_DATA_DIR", str(tmp_path))
-    assert repo_settings().data_dir == tmp_path and (tmp_path / "feast").is_dir()
-    production_yaml = click.Context(click.Command("plan"), obj={"FS_YAML_FILE": Path("feature_store.production.yaml")})
-    with production_yaml, pytest.raises(SystemExit, match="FRESHCART_PROFILE=local but feast reads feature_store.prod"):
+    settings = load_settings()
+    assert yaml_path(settings) == FEATURE_REPO / "feature_store.data_dir.yaml"
+    config = load_repo_config(settings)
+    assert config.registry.path == f"{tmp_path}/feast/registry.db"
+    assert config.online_store.path == f"{tmp_path}/feast/online_store.db"
+    monkeypatch.setenv(FEAST_YAML_ENV, feast_env(settings)[FEAST_YAML_ENV])  # as `freshcart features env` exports
+    with _feast_reads(FEATURE_REPO / "feature_store.data_dir.yaml"):
+        assert repo_settings().data_dir == tmp_path and (tmp_path / "feast").is_dir()
+
+
+def test_definitions_stop_when_the_yaml_and_the_data_dir_disagree(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    _without_freshcart_environment(monkeypatch)
+    monkeypatch.setenv("FRESHCART_DATA_DIR", str(tmp_path))
+    with _feast_reads(FEATURE_REPO / "feature_store.yaml"), pytest.raises(SystemExit) as stopped:
+        repo_settings()  # plain `feast` reads feature_store.yaml (data/), FreshCart was told another data dir
+    message = str(stopped.value)
+    assert (f"feature_store.yaml keeps Feast's registry and online store in {REPO_ROOT / 'data' / 'feast'}, but "
+            f"FreshCart's data dir is {tmp_path} (FRESHCART_DATA_DIR={tmp_path})") in message
+    assert 'eval "$(freshcart features env)"' in message and "feature_store.data_dir.yaml" in message
+    assert not (tmp_path / "feast").exists()
+    monkeypatch.delenv("FRESHCART_DATA_DIR")
+    with _feast_reads(FEATURE_REPO / "feature_store.data_dir.yaml"), \
+            pytest.raises(SystemExit, match=r"FRESHCART_DATA_DIR not set \(feature_store.data_dir.yaml reads it"):
         repo_settings()
+    with _feast_reads(FEATURE_REPO / "feature_store.production.yaml"), \
+            pytest.raises(SystemExit, match="FRESHCART_PROFILE=local but feast reads feature_store.production.yaml"):
+        repo_settings()
+    monkeypatch.setenv("FRESHCART_PROFILE", "production")
+    with _feast_reads(FEATURE_REPO / "feature_store.production.yaml"), pytest.raises(
+            SystemExit, match=r"FRESHCART_FEAST_REDIS, FRESHCART_FEAST_REGISTRY_URL not set \(feature_store.production"):
+        repo_settings()
+
+
+def test_the_local_yamls_differ_only_in_where_the_stores_are() -> None:
+    default, data_dir = (yaml.safe_load((FEATURE_REPO / name).read_text())
+                         for name in ("feature_store.yaml", "feature_store.data_dir.yaml"))
+    assert default["registry"].pop("path") == "../data/feast/registry.db"
+    assert data_dir["registry"].pop("path") == "${FRESHCART_DATA_DIR}/feast/registry.db"
+    assert default["online_store"].pop("path") == "../data/feast/online_store.db"
+    assert data_dir["online_store"].pop("path") == "${FRESHCART_DATA_DIR}/feast/online_store.db"
+    assert default == data_dir
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_plain_feast_in_a_checkout_needs_no_environment(tmp_path: Path) -> None:
+    """`cd feature_repo && feast apply && feast serve` in a fresh checkout, with no FRESHCART_* or FEAST_* variable.
+
+    The checkout is a copy (pyproject.toml, the package, feature_repo/), so its data/ is a
+    temporary folder; PYTHONPATH makes Python import the copy's package.
+    """
+    checkout = tmp_path / "checkout"
+    ignore = shutil.ignore_patterns("__pycache__")
+    for name in ("freshcart", "feature_repo"):
+        shutil.copytree(REPO_ROOT / name, checkout / name, ignore=ignore)
+    shutil.copy(REPO_ROOT / "pyproject.toml", checkout)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRESHCART_", "FEAST_"))}
+    env["PYTHONPATH"] = str(checkout)
+    feast = str(Path(sys.executable).with_name("feast"))
+    repo = checkout / "feature_repo"
+
+    applied = subprocess.run([feast, "apply"], cwd=repo, env=env, text=True, capture_output=True, timeout=300)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "Created feature view user_activity" in applied.stdout
+    data = checkout / "data"
+    assert (data / "feast" / "registry.db").is_file() and (data / "feast" / "online_store.db").is_file()
+    from feast import FeatureStore
+
+    store = FeatureStore(repo_path=str(repo))  # reads feature_store.yaml as `feast` does
+    views = {fv.name: fv for fv in store.list_feature_views()}
+    assert set(views) == set(spec.VIEWS)
+    assert all(fv.batch_source.path == str(data / "offline" / "features" / name) for name, fv in views.items())
+    assert not (REPO_ROOT / "feature_repo" / "data").exists()
+
+    port = _free_port()
+    server = subprocess.Popen([feast, "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=repo, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        answer = _online_features(port, server)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        output, _ = server.communicate(timeout=60)
+    assert answer["metadata"]["feature_names"] == ["user_id", "views_1h"], output
+    assert answer["results"][1]["statuses"] == ["NOT_FOUND"]  # applied, nothing materialised yet
+
+
+def _online_features(port: int, server: subprocess.Popen[str], timeout: float = 120.0) -> dict[str, Any]:
+    """The answer of `feast serve` to one online-features request, once it listens."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/get-online-features", method="POST", headers={"Content-Type": "application/json"},
+        data=json.dumps({"features": ["user_activity:views_1h"], "entities": {"user_id": [1]}}).encode())
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def test_repo_config_comes_from_the_settings(tmp_path: Path) -> None:
+    checkout = load_repo_config(load_settings(profile="local", data_dir=REPO_ROOT / "data"))
+    assert checkout.registry.path == "../data/feast/registry.db" and checkout.repo_path == FEATURE_REPO
     local = load_repo_config(load_settings(profile="local", data_dir=tmp_path))
     assert local.registry.path == f"{tmp_path}/feast/registry.db"
     assert local.online_store.type == "sqlite" and local.online_store.path == f"{tmp_path}/feast/online_store.db"
@@ -165,7 +298,7 @@ def test_cli_features_commands(applied: Settings, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("FRESHCART_DATA_DIR", str(applied.data_dir))
     exports = runner.invoke(app, ["features", "env"])
     assert exports.exit_code == 0 and f"export FRESHCART_DATA_DIR={applied.data_dir}\n" in exports.output
-    assert "export FEAST_FS_YAML_FILE_PATH=" in exports.output and "feature_store.yaml" in exports.output
+    assert f"export FEAST_FS_YAML_FILE_PATH={FEATURE_REPO / 'feature_store.data_dir.yaml'}\n" in exports.output
     neither = runner.invoke(app, ["features", "materialize"])
     assert neither.exit_code == 2 and "give either --start [--end] or --incremental [--end]" in neither.output
     no_tables = runner.invoke(app, ["features", "materialize", "--start", "2026-10-05"])
