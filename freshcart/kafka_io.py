@@ -17,11 +17,13 @@ from freshcart.settings import Settings
 
 
 def topic_specs(settings: Settings) -> dict[str, dict]:
-    """The topics FreshCart needs: events (keyed by user_id), dead letters, events re-partitioned by product."""
+    """The topics FreshCart needs: events (keyed by user_id), dead letters, events re-partitioned by product,
+    and the scoring service's prediction log (keyed by user_id)."""
     return {
         settings.events_topic: {"num_partitions": settings.events_partitions, "replication_factor": 1},
         settings.dlq_topic: {"num_partitions": 1, "replication_factor": 1},
         settings.product_topic: {"num_partitions": settings.events_partitions, "replication_factor": 1},
+        settings.predictions_topic: {"num_partitions": settings.predictions_partitions, "replication_factor": 1},
     }
 
 

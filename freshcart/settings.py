@@ -154,6 +154,49 @@ class Settings(BaseSettings):
         0.002, ge=0.0, le=1.0, description="How much better (absolute) the challenger must be on that metric."
     )
 
+    # Serving (`freshcart serve`, bentos/)
+    serving_host: str = Field("127.0.0.1", min_length=1, description="Address the scoring service listens on.")
+    serving_port: int = Field(3000, ge=1, le=65535, description="Port of the scoring service.")
+    serving_api_key: SecretStr | None = Field(
+        None, description="Bearer token the scoring service requires on every route but /livez, /readyz and "
+        "/metrics; unset means no authentication (loopback only).",
+    )
+    serving_workers: int = Field(1, ge=1, le=64, description="Worker processes of the scoring service.")
+    serving_threads: int = Field(
+        4, ge=1, le=256, description="Threads per worker that run requests (feature reads and scoring)."
+    )
+    serving_model_alias: str = Field(
+        "champion", min_length=1, description="Alias of the registered model that the service scores with."
+    )
+    serving_reload_seconds: float = Field(
+        10.0, gt=0, le=30, description="How often the service checks the alias for a new version (a new champion "
+        "serves within this plus its load time).",
+    )
+    serving_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Device of the attention model in the service: auto (CUDA when torch sees one), cpu "
+        "or cuda.",
+    )
+    serving_product_cache_seconds: float = Field(
+        5.0, ge=0, le=300, description="Product features cached per worker for at most this long (reading 100 "
+        "products costs 10-20 ms, the shopper's views under 1 ms); 0 reads them on every request.",
+    )
+    serving_index_seconds: float = Field(
+        10.0, gt=0, le=3600, description="How often the trending and popular products are read again from the "
+        "online store.",
+    )
+    serving_catalogue_days: int = Field(
+        7, ge=1, le=365, description="Days of offline events (the latest ones) that the product catalogue (category, "
+        "price) and the purchases left out of recommendations are read from.",
+    )
+    predictions_topic: str = Field(
+        "freshcart.predictions", min_length=1, description="Topic the service logs every prediction to."
+    )
+    predictions_partitions: int = Field(4, ge=1, le=64, description="Partitions of the predictions topic.")
+    serving_log_buffer: int = Field(
+        10_000, ge=1, le=10_000_000, description="Prediction records buffered for Kafka; when full (Kafka down or "
+        "slow) new ones are dropped and counted, the request is never held up.",
+    )
+
     # Events and prediction
     horizon_hours: int = Field(24, ge=1, le=24 * 30, description="Propensity horizon H in hours.")
     session_gap_minutes: int = Field(

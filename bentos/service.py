@@ -1,0 +1,121 @@
+"""FreshCart's scoring and recommendation service for BentoML: routes, request and response models, lifecycle.
+
+A thin adapter: the logic is :class:`freshcart.serving.scoring.ScoringService`.
+Run it with ``cd bentos && bentoml serve`` (or ``freshcart serve`` / ``make serve``);
+the service reads FreshCart's settings from the ``FRESHCART_*`` environment.
+
+Routes: ``POST /predict``, ``POST /recommend``, ``POST /explain``; ``/livez``,
+``/readyz`` (a model is loaded and the online store answers), ``/metrics``
+(Prometheus), OpenAPI at ``/docs``. With ``FRESHCART_SERVING_API_KEY`` set, every
+route but the probes and the metrics needs ``Authorization: Bearer <key>``.
+
+``FreshCartScoringGPU`` is the CUDA variant (``resources={"gpu": 1}``): the
+attention model runs on CUDA when torch sees a GPU, on the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import bentoml
+from starlette.responses import JSONResponse
+
+from freshcart.serving.asgi import ApiKeyMiddleware, docs_redirect
+from freshcart.serving.schemas import (
+    ExplainRequest, PredictRequest, PredictResponse, RecommendRequest, RecommendResponse,
+)
+from freshcart.serving.scoring import ServiceUnavailable
+from freshcart.settings import load_settings
+
+SETTINGS = load_settings()
+log = logging.getLogger("freshcart.serving")
+TRAFFIC = {"timeout": 30, "max_concurrency": 256}
+
+
+def _request_id(ctx: bentoml.Context) -> str:
+    given = ctx.request.headers.get("x-request-id")
+    rid = given[:128] if given else uuid.uuid4().hex
+    ctx.response.headers["x-request-id"] = rid
+    return rid
+
+
+def _unavailable(exc: ServiceUnavailable) -> JSONResponse:
+    return JSONResponse({"error": "service unavailable", "detail": str(exc)}, status_code=503)
+
+
+class _Scoring:
+    """The routes and lifecycle shared by the CPU and the CUDA service."""
+
+    def __init__(self) -> None:
+        from freshcart.serving.metrics import ServingMetrics
+        from freshcart.serving.prediction_log import PredictionLog
+        from freshcart.serving.scoring import ScoringService
+
+        metrics = ServingMetrics()
+        prediction_log = PredictionLog(SETTINGS, on_sent=lambda n: metrics.predictions_logged.inc(n),
+                                       on_dropped=lambda reason, n: metrics.predictions_dropped.labels(reason).inc(n))
+        prediction_log.start()
+        self.core = ScoringService(SETTINGS, metrics, prediction_log)
+        self.core.start()
+        self._was_ready: bool | None = None
+
+    @bentoml.api(route="/predict")
+    def predict(self, request: PredictRequest, /, ctx: bentoml.Context) -> PredictResponse:
+        """One purchase probability per product, with the model, freshness, cold-start flags and timing."""
+        try:
+            return self.core.predict(request, _request_id(ctx))
+        except ServiceUnavailable as exc:
+            return _unavailable(exc)  # type: ignore[return-value]
+
+    @bentoml.api(route="/recommend")
+    def recommend(self, request: RecommendRequest, /, ctx: bentoml.Context) -> RecommendResponse:
+        """The top-k products for the shopper, each with its score and the candidate source that proposed it."""
+        try:
+            return self.core.recommend(request, _request_id(ctx))
+        except ServiceUnavailable as exc:
+            return _unavailable(exc)  # type: ignore[return-value]
+
+    @bentoml.api(route="/explain")
+    def explain(self, request: ExplainRequest, /, ctx: bentoml.Context) -> PredictResponse:
+        """Scores with the top feature contributions (XGBoost TreeSHAP) or attention weights (attention model)."""
+        try:
+            return self.core.explain(request, _request_id(ctx))
+        except ServiceUnavailable as exc:
+            return _unavailable(exc)  # type: ignore[return-value]
+
+    @bentoml.api(route="/ping")
+    def ping(self) -> dict[str, Any]:
+        """A trivial endpoint: the framework's own floor for latency comparisons."""
+        return {"ok": True}
+
+    def __is_ready__(self) -> bool:
+        ready, reason = self.core.ready()
+        if ready != self._was_ready:
+            (log.info if ready else log.warning)("readiness: %s (%s)", "ready" if ready else "not ready", reason)
+            self._was_ready = ready
+        return ready
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.core.stop()
+
+
+@bentoml.service(name="freshcart_scoring", workers=SETTINGS.serving_workers, threads=SETTINGS.serving_threads,
+                 traffic=TRAFFIC, http={"host": SETTINGS.serving_host, "port": SETTINGS.serving_port})
+class FreshCartScoring(_Scoring):
+    """FreshCart's purchase-propensity scoring and recommendations (CPU)."""
+
+
+@bentoml.service(name="freshcart_scoring_gpu", workers=SETTINGS.serving_workers, threads=SETTINGS.serving_threads,
+                 traffic=TRAFFIC, resources={"gpu": 1},
+                 http={"host": SETTINGS.serving_host, "port": SETTINGS.serving_port})
+class FreshCartScoringGPU(_Scoring):
+    """The CUDA variant: the attention model on the GPU when torch sees one."""
+
+
+for _service in (FreshCartScoring, FreshCartScoringGPU):
+    _service.add_asgi_middleware(ApiKeyMiddleware, api_key=SETTINGS.serving_api_key.get_secret_value()
+                                 if SETTINGS.serving_api_key else None)
+    _service.mount_asgi_app(docs_redirect, path="/docs", name="docs")

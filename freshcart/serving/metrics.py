@@ -1,0 +1,50 @@
+"""Prometheus metrics of the scoring service (prometheus_client, served by the service's /metrics).
+
+Under ``bentoml serve`` the worker processes write their samples to BentoML's
+multiprocess directory, and its /metrics joins them with its own request metrics;
+in a plain process (tests, the benchmark's in-process figures) they live in the
+registry given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServingMetrics:
+    """Requests and latency per endpoint, feature-read and model time, champion, cold starts, errors by kind."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = registry if registry is not None else REGISTRY
+        kw: dict[str, Any] = {"registry": registry}
+        self.requests = Counter("freshcart_serving_requests_total", "Requests by endpoint and outcome",
+                                ["endpoint", "outcome"], **kw)
+        self.latency = Histogram("freshcart_serving_latency_seconds", "Time in the scoring logic per endpoint",
+                                 ["endpoint"], buckets=BUCKETS, **kw)
+        self.feature_seconds = Histogram("freshcart_serving_feature_read_seconds",
+                                         "Reading and assembling online features per request", buckets=BUCKETS, **kw)
+        self.model_seconds = Histogram("freshcart_serving_model_seconds", "Scoring with the model per request",
+                                       buckets=BUCKETS, **kw)
+        self.cold_starts = Counter("freshcart_serving_cold_starts_total",
+                                   "Cold starts: shoppers or products without online features", ["entity"], **kw)
+        self.errors = Counter("freshcart_serving_errors_total", "Errors by kind", ["kind"], **kw)
+        self.champion = Gauge("freshcart_serving_model_version", "Version of the model being served",
+                              ["model", "alias", "model_type"], multiprocess_mode="livemax", **kw)
+        self.model_events = Counter("freshcart_serving_model_events_total",
+                                    "Model loads and failed loads (refused, load_failed, registry)", ["kind"], **kw)
+        self.predictions_logged = Counter("freshcart_serving_predictions_logged_total",
+                                          "Prediction records sent to Kafka", **kw)
+        self.predictions_dropped = Counter("freshcart_serving_predictions_dropped_total",
+                                           "Prediction records dropped (buffer full, Kafka down or refusing)",
+                                           ["reason"], **kw)
+
+    def model_event(self, kind: str, info: Any) -> None:
+        """A load or a failed load; a load also sets the served version."""
+        self.model_events.labels(kind).inc()
+        if kind == "loaded" and info is not None:
+            self.champion.clear()
+            self.champion.labels(info.name, info.alias, info.model_type).set(float(info.version))

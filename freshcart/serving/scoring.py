@@ -1,0 +1,279 @@
+"""The scoring service without a web framework: predict, recommend, explain, readiness, background refreshes.
+
+``bentos/service.py`` adapts it to HTTP; tests and the benchmark call it directly.
+:meth:`ScoringService.start` reads the catalogue, the Feast registry and the
+champion, and starts two background threads: one checks the model alias every
+``serving_reload_seconds`` (a new version is loaded beside the old one and swapped
+in), the other refreshes the trending and popular products. A request takes the
+current model once and reports its version; the online store or the registry
+being down raises :class:`ServiceUnavailable`, whose message says which.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from freshcart.serving.assemble import USER_VIEWS, Candidates, OnlineRows, build_model_input
+from freshcart.serving.candidates import default_sources, gather_candidates, shopper_context
+from freshcart.serving.catalogue import Catalogue, load_catalogue
+from freshcart.serving.explain import explain as explain_rows
+from freshcart.serving.features import OnlineFeatureReader, OnlineStoreUnavailable, ProductCache, ViewRows
+from freshcart.serving.metrics import ServingMetrics
+from freshcart.serving.model import ModelHolder, ServingModel
+from freshcart.serving.prediction_log import PredictionLog, PredictionRecord
+from freshcart.serving.respond import Scored, predict_response, recommend_response
+from freshcart.serving.schemas import (
+    ExplainRequest, PredictRequest, PredictResponse, RecommendRequest, RecommendResponse,
+)
+from freshcart.serving.trending import TrendingIndex
+from freshcart.settings import Settings
+
+log = logging.getLogger(__name__)
+CANDIDATES = 100
+"""Candidates ranked per recommendation."""
+DEFAULT_EXCLUDE_DAYS = 7
+
+
+class ServiceUnavailable(RuntimeError):
+    """The service cannot answer now (HTTP 503); the message names the part that is down."""
+
+
+def _utc(moment: datetime | None) -> datetime:
+    if moment is None:
+        return datetime.now(timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def expand(rows: ViewRows, index: list[int]) -> ViewRows:
+    """Rows for keys in ``index`` order (a key read once, used by several candidates)."""
+    return ViewRows(rows.view, rows.features, {f: [v[i] for i in index] for f, v in rows.values.items()},
+                    [rows.event_times[i] for i in index])
+
+
+class ScoringService:
+    def __init__(self, settings: Settings, metrics: ServingMetrics | None = None,
+                 prediction_log: PredictionLog | None = None, catalogue: Catalogue | None = None) -> None:
+        from freshcart.training.data import FEATURE_SERVICES
+
+        self.settings = settings
+        self.services = FEATURE_SERVICES
+        self.metrics = metrics or ServingMetrics()
+        self.log = prediction_log
+        self.catalogue = catalogue
+        self.reader: OnlineFeatureReader | None = None
+        self.products: ProductCache | None = None
+        self.holder: ModelHolder | None = None
+        self.index: TrendingIndex | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # lifecycle ---------------------------------------------------------------------------------
+    def start(self, background: bool = True) -> None:
+        """Catalogue, registry, first model; then the watcher threads (unless ``background`` is False)."""
+        if self.catalogue is None:
+            self.catalogue = load_catalogue(self.settings)
+        self.index = TrendingIndex(self.catalogue)
+        self._connect()
+        if self.reader is not None and self.holder is not None:
+            self.holder.check()
+            self.refresh_index()
+        if background:
+            self._spawn("freshcart-model-watch", self.settings.serving_reload_seconds, self.check_model)
+            self._spawn("freshcart-trending", self.settings.serving_index_seconds, self.refresh_index)
+
+    def _spawn(self, name: str, every: float, work: Any) -> None:
+        def loop() -> None:
+            while not self._stop.wait(every):
+                try:
+                    work()
+                except Exception:  # noqa: BLE001 - a background refresh must never end the service
+                    log.exception("%s failed; retrying in %.0f s", name, every)
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _connect(self) -> OnlineFeatureReader:
+        """The feature reader (the Feast registry, read once) and the model holder; made on first success."""
+        with self._lock:
+            if self.reader is None:
+                try:
+                    self.reader = OnlineFeatureReader(self.settings, self.services)
+                except OnlineStoreUnavailable as exc:
+                    self.metrics.errors.labels("feature_registry").inc()
+                    raise ServiceUnavailable(str(exc)) from exc
+                except Exception as exc:  # noqa: BLE001 - the registry database is down
+                    self.metrics.errors.labels("feature_registry").inc()
+                    raise ServiceUnavailable(f"the Feast registry of the {self.settings.profile} profile did not "
+                                             f"answer ({type(exc).__name__}: {str(exc)[:200]})") from exc
+                self.products = ProductCache(self.reader, self.settings.serving_product_cache_seconds)
+                supplied = {"product_id", "category_id", "price"} | self.reader.served.columns()
+                self.holder = ModelHolder(self.settings, supplied, self.metrics.model_event)
+            return self.reader
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self.log is not None:
+            self.log.stop()
+
+    def check_model(self) -> bool:
+        try:
+            self._connect()
+        except ServiceUnavailable:
+            return False
+        assert self.holder is not None
+        return self.holder.check()
+
+    def refresh_index(self) -> None:
+        if self.reader is not None and self.index is not None:
+            try:
+                self.index.refresh(self.reader)
+            except OnlineStoreUnavailable as exc:
+                log.warning("trending products not refreshed: %s", exc)
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready when a model is loaded and the online store answers; the reason when not."""
+        try:
+            reader = self._connect()
+            reader.ping()
+        except (ServiceUnavailable, OnlineStoreUnavailable) as exc:
+            return False, str(exc)
+        model = self.holder.current if self.holder else None
+        if model is None:
+            return False, f"no model loaded: {self.holder.last_error if self.holder else 'not started'}"
+        return True, f"serving {model.info.name} v{model.info.version} ({model.info.model_type})"
+
+    # scoring -----------------------------------------------------------------------------------
+    def _model(self) -> ServingModel:
+        self._connect()
+        model = self.holder.current if self.holder else None
+        if model is None:
+            self.holder.check() if self.holder else None
+            model = self.holder.current if self.holder else None
+        if model is None:
+            self.metrics.errors.labels("no_model").inc()
+            raise ServiceUnavailable(f"no model to score with: {self.holder.last_error if self.holder else ''}")
+        return model
+
+    def _user_rows(self, user_id: int) -> dict[str, ViewRows]:
+        assert self.reader is not None
+        return {view: self.reader.read(view, [(user_id,)]) for view in USER_VIEWS}
+
+    def score(self, model: ServingModel, user_id: int, product_ids: list[int], moment: datetime,
+              user: dict[str, ViewRows] | None = None, explain_top: int = 0) -> Scored:
+        """Read the features, build the model input, score (and explain) the products for the user."""
+        reader, catalogue = self._connect(), self.catalogue or Catalogue()
+        started = time.perf_counter()
+        try:
+            user = user if user is not None else self._user_rows(user_id)
+            assert self.products is not None
+            products = self.products.read(product_ids)
+            categories = [catalogue.category.get(p) for p in product_ids]
+            distinct = list(dict.fromkeys(c if c is not None else -1 for c in categories))
+            pairs = reader.read("user_category", [(user_id, c) for c in distinct])
+        except OnlineStoreUnavailable as exc:
+            self.metrics.errors.labels("online_store").inc()
+            raise ServiceUnavailable(str(exc)) from exc
+        position = {c: i for i, c in enumerate(distinct)}
+        user_categories = expand(pairs, [position[c if c is not None else -1] for c in categories])
+        current = products.values.get("current_price", [None] * len(product_ids))
+        prices = [now if now is not None else catalogue.price.get(p) for p, now in zip(product_ids, current)]
+        rows = OnlineRows(user, products, user_categories)
+        table = build_model_input(Candidates(product_ids, categories, prices), rows, moment, model.columns)
+        assembled = time.perf_counter()
+        scores = model.predict(table)
+        explanations = explain_rows(model, table, explain_top) if explain_top else None
+        scored = Scored(model.info, rows, product_ids, [c is not None for c in categories], table, scores,
+                        assembled - started, time.perf_counter() - assembled, explanations)
+        self.metrics.feature_seconds.observe(scored.features_s)
+        self.metrics.model_seconds.observe(scored.model_s)
+        if not rows.user_found():
+            self.metrics.cold_starts.labels("user").inc()
+        unknown = sum(1 for f in products.found if not f)
+        if unknown:
+            self.metrics.cold_starts.labels("product").inc(unknown)
+        return scored
+
+    def _log(self, request_id: str, moment: datetime, endpoint: str, user_id: int, scored: Scored,
+             sources: list[str] | None = None) -> None:
+        if self.log is not None:
+            self.log.submit(PredictionRecord(request_id, moment, endpoint, user_id, scored.model, scored.inputs,
+                                             scored.scores, sources))
+
+    def _timed(self, endpoint: str, work: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            result = work(started)
+        except ServiceUnavailable:
+            self.metrics.requests.labels(endpoint, "unavailable").inc()
+            raise
+        except Exception:
+            self.metrics.requests.labels(endpoint, "error").inc()
+            self.metrics.errors.labels("internal").inc()
+            raise
+        self.metrics.requests.labels(endpoint, "ok").inc()
+        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return result
+
+    def predict(self, request: PredictRequest, request_id: str | None = None) -> PredictResponse:
+        def work(started: float) -> PredictResponse:
+            rid = request_id or uuid.uuid4().hex
+            moment = _utc(request.event_time)
+            model = self._model()
+            scored = self.score(model, request.user_id, list(request.product_ids), moment,
+                                explain_top=5 if request.explain else 0)
+            self._log(rid, moment, "predict", request.user_id, scored)
+            return predict_response(rid, request.user_id, scored, time.perf_counter() - started)
+
+        return self._timed("predict", work)
+
+    def explain(self, request: ExplainRequest, request_id: str | None = None) -> PredictResponse:
+        def work(started: float) -> PredictResponse:
+            rid = request_id or uuid.uuid4().hex
+            model = self._model()
+            scored = self.score(model, request.user_id, list(request.product_ids), _utc(request.event_time),
+                                explain_top=request.top)
+            return predict_response(rid, request.user_id, scored, time.perf_counter() - started)
+
+        return self._timed("explain", work)
+
+    def recommend(self, request: RecommendRequest, request_id: str | None = None) -> RecommendResponse:
+        def work(started: float) -> RecommendResponse:
+            rid = request_id or uuid.uuid4().hex
+            moment = _utc(request.event_time)
+            model = self._model()
+            try:
+                user = self._user_rows(request.user_id)
+            except OnlineStoreUnavailable as exc:
+                self.metrics.errors.labels("online_store").inc()
+                raise ServiceUnavailable(str(exc)) from exc
+            session, activity = user["user_session"], user["user_activity"]
+            context = shopper_context(
+                request.user_id, session.values.get("recent_product_ids", [None])[0],
+                session.values.get("recent_category_ids", [None])[0],
+                session.values.get("session_products", [None])[0],
+                activity.values.get("top_categories_30d", [None])[0])
+            days = DEFAULT_EXCLUDE_DAYS if request.exclude_purchased_days is None else request.exclude_purchased_days
+            catalogue = self.catalogue or Catalogue()
+            since = (moment - timedelta(days=days)).timestamp()
+            exclude = catalogue.purchased_since(request.user_id, since) if days > 0 else set()
+            assert self.index is not None
+            candidates = gather_candidates(default_sources(self.index), context, CANDIDATES, exclude)
+            scored = None
+            if candidates:
+                scored = self.score(model, request.user_id, [c.product_id for c in candidates], moment, user=user)
+                self._log(rid, moment, "recommend", request.user_id, scored, [c.source for c in candidates])
+            rows = scored.rows if scored is not None else OnlineRows(user, ViewRows("product_activity", [], {}, []),
+                                                                      ViewRows("user_category", [], {}, []))
+            return recommend_response(rid, request.user_id, candidates, scored, request.k, model.info, rows,
+                                      time.perf_counter() - started)
+
+        return self._timed("recommend", work)
