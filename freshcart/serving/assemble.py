@@ -70,7 +70,7 @@ class OnlineRows:
 
 def request_seconds(moment: datetime) -> float:
     """Unix seconds of a request time, computed as the training sets compute a view's (µs / 1e6)."""
-    return int(pd.Timestamp(moment).as_unit("us").value) / 1e6
+    return (int(pd.Timestamp(moment).value) // 1000) / 1e6
 
 
 TYPES = {(view.name, f.name): f.dtype for view in spec.VIEWS.values() for f in view.features}

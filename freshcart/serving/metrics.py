@@ -1,16 +1,16 @@
 """Prometheus metrics of the scoring service (prometheus_client, served by the service's /metrics).
 
 Under ``bentoml serve`` the worker processes write their samples to BentoML's
-multiprocess directory, and its /metrics joins them with its own request metrics;
-in a plain process (tests, the benchmark's in-process figures) they live in the
-registry given.
+multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``), and its /metrics joins them
+with its own request metrics; in a plain process (tests) they are read from the
+registry given (a fresh one by default, so several services can live in one process).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -19,7 +19,7 @@ class ServingMetrics:
     """Requests and latency per endpoint, feature-read and model time, champion, cold starts, errors by kind."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        registry = registry if registry is not None else REGISTRY
+        registry = registry if registry is not None else CollectorRegistry()
         kw: dict[str, Any] = {"registry": registry}
         self.requests = Counter("freshcart_serving_requests_total", "Requests by endpoint and outcome",
                                 ["endpoint", "outcome"], **kw)
