@@ -49,7 +49,8 @@ def _with_values(exc: ValidationError, title: str, max_products: int) -> Validat
             hint = "send a JSON object with the request's fields"
         else:
             hint = HINTS.get(top, "see /docs").format(max_products=max_products)
-        message = f"{field}={_shown(value)}: {error['msg']}; {hint}"
+        shown = f"{field} is missing" if error["type"] == "missing" else f"{field}={_shown(value)}"
+        message = f"{shown}: {error['msg']}; {hint}"
         details.append(InitErrorDetails(type=PydanticCustomError("invalid_field", message), loc=loc, input=value))
     return ValidationError.from_exception_data(title, details)
 
