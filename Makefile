@@ -83,3 +83,16 @@ MLFLOW_PORT ?= 5000
 .PHONY: mlflow-ui
 mlflow-ui: $(VENV)/.installed ## MLflow tracking UI for the profile's store on http://127.0.0.1:5000 (MLFLOW_PORT)
 	$(PY) -m freshcart.training.ui --port $(MLFLOW_PORT)
+
+# Serving: the BentoML service on loopback with the profile's settings (FRESHCART_* environment).
+SERVE_PORT ?= 3000
+.PHONY: serve bento bento-gpu
+serve: $(VENV)/.installed ## The scoring service (bentoml serve in bentos/) on http://127.0.0.1:3000 (SERVE_PORT)
+	cd bentos && FRESHCART_SERVING_PORT=$(SERVE_PORT) BENTOML_DO_NOT_TRACK=True OMP_NUM_THREADS=1 \
+	  ../$(PY) -m bentoml serve service:FreshCartScoring --host 127.0.0.1 --port $(SERVE_PORT)
+
+bento: $(VENV)/.installed ## Build the scoring service's bento (repository root as build context); then `bentoml containerize`
+	$(PY) -c "from freshcart.serving.bento import build_bento; b = build_bento('cpu'); print(b.tag, b.dockerfile)"
+
+bento-gpu: $(VENV)/.installed ## Build the CUDA variant of the bento (resources gpu: 1, nvidia/cuda base image)
+	$(PY) -c "from freshcart.serving.bento import build_bento; b = build_bento('gpu'); print(b.tag, b.dockerfile)"
