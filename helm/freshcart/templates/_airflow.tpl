@@ -68,7 +68,7 @@ spec:
       {{- end }}
       securityContext:
         {{- include "freshcart.podSecurityContext" (list $root $v) | nindent 8 }}
-      {{- include "freshcart.scheduling" $v | nindent 6 }}
+      {{- include "freshcart.scheduling" (dict "nodeSelector" $v.nodeSelector "tolerations" $v.tolerations "affinity" (include "freshcart.spread" (list $root .component $v.affinity) | fromYaml)) | nindent 6 }}
       initContainers:
         {{- include "freshcart.airflow.waitForMigrations" $root | nindent 8 }}
       containers:

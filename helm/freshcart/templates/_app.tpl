@@ -1,6 +1,6 @@
 {{/* freshcart.app: Deployment + Service of a one-container HTTP component of the FreshCart image.
 Call with (dict "root" $ "component" "mlflow" "values" .Values.mlflow "args" list "env" yaml
-"health" "/health" "volumes" yaml "mounts" yaml). */}}
+"health" "/health" "volumes" yaml "mounts" yaml "stateless" bool); a stateless one rolls and scales. */}}
 {{- define "freshcart.app" -}}
 {{- $root := .root -}}
 {{- $v := .values -}}
@@ -12,9 +12,14 @@ metadata:
   labels:
     {{- include "freshcart.labels" (list $root .component) | nindent 4 }}
 spec:
+  {{- if .stateless }}
+  replicas: {{ $v.replicas }}
+  {{- else }}
+  # one pod owns the ReadWriteOnce volume: replaced, not rolled
   replicas: 1
   strategy:
     type: Recreate
+  {{- end }}
   selector:
     matchLabels:
       {{- include "freshcart.selectorLabels" (list $root .component) | nindent 6 }}
@@ -30,7 +35,7 @@ spec:
       {{- end }}
       securityContext:
         {{- include "freshcart.podSecurityContext" (list $root $v) | nindent 8 }}
-      {{- include "freshcart.scheduling" $v | nindent 6 }}
+      {{- include "freshcart.scheduling" (dict "nodeSelector" $v.nodeSelector "tolerations" $v.tolerations "affinity" (include "freshcart.spread" (list $root .component $v.affinity) | fromYaml)) | nindent 6 }}
       containers:
         - name: {{ .component }}
           image: {{ include "freshcart.image" (list $root "freshcart") }}
@@ -50,8 +55,9 @@ spec:
             initialDelaySeconds: 10
             periodSeconds: 10
             timeoutSeconds: 5
+          # the process answers on its port; readiness checks its health route (and so its backends)
           livenessProbe:
-            httpGet: {path: {{ .health }}, port: http}
+            tcpSocket: {port: http}
             initialDelaySeconds: 60
             periodSeconds: 30
             timeoutSeconds: 10
@@ -82,4 +88,8 @@ spec:
     {{- include "freshcart.selectorLabels" (list $root .component) | nindent 4 }}
   ports:
     - {name: http, port: {{ $v.port }}, targetPort: http}
+{{- if and .stateless (gt (int $v.replicas) 1) }}
+---
+{{ include "freshcart.pdb" (list $root .component) }}
+{{- end }}
 {{- end -}}

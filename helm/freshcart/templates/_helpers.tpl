@@ -233,3 +233,34 @@ spec:
 {{- randAlphaNum 32 | b64enc | replace "+" "-" | replace "/" "_" | b64enc -}}
 {{- end -}}
 {{- end -}}
+
+{{/* freshcart.spread: the component's affinity, or by default a preference for one pod per node; call with (list $ "component" affinityValues). */}}
+{{- define "freshcart.spread" -}}
+{{- if index . 2 -}}
+{{- toYaml (index . 2) -}}
+{{- else -}}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "freshcart.selectorLabels" (list (index . 0) (index . 1)) | nindent 12 }}
+{{- end -}}
+{{- end -}}
+
+{{/* freshcart.pdb: a PodDisruptionBudget letting one pod of the component go at a time; call with (list $ "component"). */}}
+{{- define "freshcart.pdb" -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "freshcart.name" . }}
+  labels:
+    {{- include "freshcart.labels" . | nindent 4 }}
+spec:
+  maxUnavailable: 1
+  selector:
+    matchLabels:
+      {{- include "freshcart.selectorLabels" . | nindent 6 }}
+{{- end -}}
