@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sysconfig
 import warnings
 from datetime import date, datetime, time, timedelta, timezone
-from typing import NoReturn, Optional
+from typing import Callable, NoReturn, Optional, TextIO
 
 import typer
 from rich.console import Console
@@ -24,21 +25,41 @@ err = Console(stderr=True, soft_wrap=True)
 LIBRARY_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "feast", "urllib3", "git", "numexpr")
 """Libraries whose INFO lines (database migrations, connections, "Creating initial MLflow database
 tables") would interleave with FreshCart's own output."""
+LIBRARY_DIRS = tuple(sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}))
+"""Where installed libraries live: a UserWarning raised from there is a library's, not FreshCart's."""
+
+
+def _library_noise(category: type[Warning], filename: str) -> bool:
+    if issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+        return True
+    return issubclass(category, UserWarning) and str(filename).startswith(LIBRARY_DIRS)
+
+
+def _own_warnings_only(show: Callable[..., None]) -> Callable[..., None]:
+    """``warnings.showwarning`` that passes FreshCart's warnings to ``show`` and drops the libraries'."""
+
+    def filtered(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+        if not _library_noise(category, filename):
+            show(message, category, filename, lineno, file, line)
+
+    filtered.freshcart_quiet = True  # type: ignore[attr-defined]
+    return filtered
 
 
 def quiet_libraries() -> None:
-    """Keep the libraries' INFO lines, deprecation notes and MLflow's download bars off FreshCart's output.
+    """Keep the libraries' INFO lines, deprecation notes, warnings and MLflow's download bars off the output.
 
-    Called by the root command unless ``freshcart --verbose``; scoped to the CLI process (the
-    package itself changes no global logging or warning filter).
+    Called by the root command unless ``freshcart --verbose``, so it is scoped to the CLI's
+    process. Warnings are dropped where they are shown, not by filters: libraries (Feast among
+    them) install filters of their own when they are imported, later than this runs.
     """
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow sets its logger's level on import
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
-        warnings.filterwarnings("ignore", category=category)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(mlflow|sqlalchemy|feast|pydantic)(\.|$)")
-    warnings.filterwarnings("ignore", category=UserWarning, message=r".*(type hint|MLflow)")
+    if not getattr(warnings.showwarning, "freshcart_quiet", False):
+        warnings.showwarning = _own_warnings_only(warnings.showwarning)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -63,6 +63,20 @@ def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersio
         return None
 
 
+def register_version(client: MlflowClient, name: str, logged: Any) -> ModelVersion:
+    """A new version of the registered model ``name`` from a logged model (``log_model``'s result).
+
+    The registered model is created on first use; two trainings registering at once both succeed.
+    """
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    return client.create_model_version(name, source=logged.model_uri, run_id=logged.run_id,
+                                       model_id=logged.model_id, await_creation_for=60)
+
+
 def set_version_tags(client: MlflowClient, version: ModelVersion, tags: dict[str, Any]) -> None:
     """Tag a model version (values as strings, JSON for containers)."""
     for key, value in tags.items():

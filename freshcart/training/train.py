@@ -6,11 +6,14 @@ evaluates it on the holdout against the popularity baseline and the oracle,
 and logs everything to one MLflow run: parameters, metrics, lineage (feature
 services, time range, a hash of the training data), the environment, plots, and
 the model (a ``pyfunc`` with signature and input example) as a new version of
-the registered model, which then holds the ``challenger`` alias.
+the registered model, which then holds the ``challenger`` alias. Started by
+``mlflow run`` (``training/MLproject``), it logs into the run MLflow started
+(``MLFLOW_RUN_ID``) once :func:`check_project_run` has found it usable.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -20,7 +23,10 @@ from typing import TYPE_CHECKING, Any, Callable
 import mlflow
 import numpy as np
 import pyarrow as pa
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
+from freshcart.monitoring.reference import log_reference
 from freshcart.settings import Settings
 from freshcart.training import plots
 from freshcart.training.data import FEATURE_SERVICES, TimeSplit, data_hash, load_or_build, read_training_set, \
@@ -28,7 +34,8 @@ from freshcart.training.data import FEATURE_SERVICES, TimeSplit, data_hash, load
 from freshcart.training.din_model import DINParams
 from freshcart.training.evaluate import EvaluationReport, PopularityBaseline, evaluate_scores
 from freshcart.training.pyfunc import MODEL_TYPES, input_frame, signature
-from freshcart.training.registry import CHALLENGER, connect, environment_tags, pip_requirements, set_version_tags
+from freshcart.training.registry import CHALLENGER, connect, environment_tags, pip_requirements, register_version, \
+    set_version_tags
 from freshcart.training.xgb_model import XGBoostParams
 
 if TYPE_CHECKING:
@@ -121,6 +128,29 @@ def _plots(folder: Path, model_type: str, model: Any, holdout: pa.Table, scores:
         plots.attention_plot(folder, sample["product_id"].to_numpy(), sequences, weights)
 
 
+def check_project_run(client: MlflowClient, settings: Settings, params: dict[str, str]) -> None:
+    """When ``mlflow run`` started this process (``MLFLOW_RUN_ID``), check that FreshCart can log into that run:
+    it is in FreshCart's tracking store and experiment, and the parameters MLflow logged agree with ``params``."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ValueError(f"MLFLOW_RUN_ID={run_id} (set by `mlflow run`) is no run of FreshCart's tracking store "
+                         f"{settings.masked()['tracking_uri']}: run `mlflow run` with MLFLOW_TRACKING_URI set to "
+                         "that store (see training/README.md)") from None
+    experiment = client.get_experiment(run.info.experiment_id)
+    if experiment.name != settings.mlflow_experiment:
+        raise ValueError(f"MLFLOW_RUN_ID={run_id} is a run of the experiment {experiment.name!r}, FreshCart's "
+                         f"runs go to {settings.mlflow_experiment!r} (FRESHCART_MLFLOW_EXPERIMENT): add "
+                         f"`--experiment-name {settings.mlflow_experiment}` to `mlflow run`")
+    for name, value in params.items():
+        given = run.data.params.get(name)
+        if given is not None and given != value:
+            raise ValueError(f"-P {name}={given}: FreshCart logs {name} as {value!r}; pass -P {name}={value}")
+
+
 def train_model(settings: Settings, model_type: str, start: date | None = None, end: date | None = None,
                 training_set: Path | None = None, rebuild: bool = False, set_challenger: bool = True,
                 progress: Progress | None = None,
@@ -141,6 +171,7 @@ def train_model(settings: Settings, model_type: str, start: date | None = None, 
     train, validation, holdout = split_table(table, split)
     baseline = PopularityBaseline.fit(train)
     client = connect(settings)
+    check_project_run(client, settings, {"start": str(start or ""), "end": str(end or "")})
     with mlflow.start_run(run_name=f"{model_type} {start or path.stem}..{end or ''}") as run:
         model, params, history, seconds, device = _fit(model_type, settings, train, validation, progress, on_epoch)
         scores = model.predict(holdout)
@@ -167,9 +198,11 @@ def train_model(settings: Settings, model_type: str, start: date | None = None, 
             logged = mlflow.pyfunc.log_model(
                 name="model", python_model=str(MODEL_CODE), artifacts={"model": str(folder / "model")},
                 model_config={"model_type": model_type, "device": "auto"}, signature=signature(),
-                input_example=input_frame(holdout.slice(0, 5)), pip_requirements=pip_requirements(),
-                registered_model_name=settings.registered_model, await_registration_for=60)
-        version = client.get_model_version(settings.registered_model, str(logged.registered_model_version))
+                input_example=input_frame(holdout.slice(0, 5)), pip_requirements=pip_requirements())
+        # the drift baseline of this version: rows it was not fitted on, with their scores
+        log_reference(pa.concat_tables([validation, holdout]), model.predict, settings.monitor_reference_rows,
+                      settings.training_seed)
+        version = register_version(client, settings.registered_model, logged)
         set_version_tags(client, version, {"model_type": model_type, "holdout_start": lineage["holdout_start"],
                                            "training_set": str(path), "data_hash": lineage["data_hash"],
                                            f"holdout_{settings.promotion_metric}":

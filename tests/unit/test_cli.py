@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from typer.testing import CliRunner
 
 from freshcart.cli import app
@@ -52,25 +54,33 @@ def test_config_error_names_the_variable(monkeypatch):
     assert "FRESHCART_PROFILE='prod'" in result.output
 
 
-def test_library_chatter_is_quiet_unless_verbose():
+def test_library_chatter_is_quiet_unless_verbose(monkeypatch):
     import logging
+    import sysconfig
     import warnings
+    from pathlib import Path
 
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
     mlflow_log = logging.getLogger("mlflow")
-    before = mlflow_log.level
-    try:
+    monkeypatch.setattr(mlflow_log, "level", logging.INFO)
+    library_file = str(Path(sysconfig.get_paths()["purelib"]) / "mlflow" / "pyfunc" / "model.py")
+    shown = []
+    warnings.showwarning = lambda message, *args, **kwargs: shown.append(str(message))
+
+    def warn_all() -> None:
         with warnings.catch_warnings():
-            mlflow_log.setLevel(logging.INFO)
-            assert runner.invoke(app, ["--verbose", "config", "show"]).exit_code == 0
-            assert mlflow_log.level == logging.INFO
-            assert runner.invoke(app, ["config", "show"]).exit_code == 0
-            assert mlflow_log.level == logging.WARNING
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", UserWarning)  # what a library would see without the filters
-                runner.invoke(app, ["config", "show"])
-                warnings.warn_explicit("Add type hints to the `predict` method", UserWarning, "x.py", 1,
-                                       module="mlflow.pyfunc.utils")
-                warnings.warn("a FreshCart warning", UserWarning)
-            assert [str(w.message) for w in caught] == ["a FreshCart warning"]
-    finally:
-        mlflow_log.setLevel(before)
+            warnings.simplefilter("always")  # what a library's own filters may do
+            warnings.warn_explicit("Add type hints to the `predict` method", UserWarning, library_file, 1)
+            warnings.warn_explicit("noload is deprecated", DeprecationWarning, library_file, 2)
+            warnings.warn("a FreshCart warning", UserWarning)
+
+    assert runner.invoke(app, ["--verbose", "config", "show"]).exit_code == 0
+    warn_all()
+    assert mlflow_log.level == logging.INFO and len(shown) == 3
+    shown.clear()
+    assert runner.invoke(app, ["config", "show"]).exit_code == 0
+    warn_all()
+    assert mlflow_log.level == logging.WARNING
+    assert shown == ["a FreshCart warning"]
+    assert os.environ["MLFLOW_LOGGING_LEVEL"] == "WARNING"
