@@ -15,7 +15,7 @@ FRESHCART := $(VENV)/bin/freshcart
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(VENV)/.installed $(KAFKA_JARS)/.copied system-packages ## Install everything: Python env from the lock, Kafka jars, Redis and PostgreSQL
+setup: $(VENV)/.installed $(KAFKA_JARS)/.copied system-packages tools ## Install everything: Python env from the lock, Kafka jars, Redis and PostgreSQL, the chart tools
 
 $(VENV)/.installed: requirements/lock.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -34,6 +34,10 @@ $(KAFKA_JARS)/.copied: services/kafka/pom.xml
 .PHONY: system-packages
 system-packages:
 	@scripts/install-system-packages.sh
+
+.PHONY: tools
+tools: $(VENV)/.installed ## Chart tools into .tools/bin (helm, kubeconform + schemas, helm-unittest, kube-score, etcd, kube-apiserver); present ones are skipped
+	@scripts/build-tools.sh
 
 lock: ## Re-resolve requirements/requirements.in into requirements/lock.txt
 	$(UV) pip compile -q requirements/requirements.in -o requirements/lock.txt \
