@@ -114,7 +114,7 @@ def test_mlflow_run_trains_evaluates_and_promotes_as_freshcart_does(shop: Settin
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
     champion = version_by_alias(client, shop.registered_model, CHAMPION)
     assert str(champion.version) == "2" and champion.tags["promotion.action"] == "promoted"
-    assert (champion.tags["promotion.metric"], champion.tags["promotion.margin"]) == (shop.promotion_metric, "0.01")
+    assert (champion.tags["promotion.metric"], champion.tags["promotion.margin"]) == ("auc", "0.01")
     assert not (REPO_ROOT / "training" / "mlruns").exists() and not (REPO_ROOT / "training" / "mlflow.db").exists()
 
 
