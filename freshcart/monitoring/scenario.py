@@ -1,0 +1,123 @@
+"""Simulated traffic with drift, scored and logged the way the scoring service logs it.
+
+Used by the drift tests, the benchmark and the demo: a small shop is simulated with
+one of the simulator's drift knobs turned on at ``onset``; its views get the
+features the service reads (the point-in-time training-set rows: the same feature
+definitions); a model trained on the views before the onset scores every view, and
+each view becomes one /predict record of the serving package's prediction log
+(:func:`freshcart.serving.prediction_log.encode_record`), landed in the offline store
+by :func:`freshcart.serving.ingest.upsert_predictions` exactly as the Kafka ingest lands it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from freshcart import storage
+from freshcart.features.tables import build_feature_tables
+from freshcart.monitoring.reference import Reference, reference_sample
+from freshcart.serving.ingest import predictions_dir, upsert_predictions
+from freshcart.serving.model import ModelInfo
+from freshcart.serving.prediction_log import PredictionRecord, decode_record, encode_record
+from freshcart.settings import Settings
+from freshcart.simulator import DriftConfig, SimulationConfig, write_simulation
+from freshcart.training.data import load_or_build, model_input_columns, split_by_time, tabular_matrix
+from freshcart.training.evaluate import PopularityBaseline, evaluate_scores
+from freshcart.training.train import split_table, xgboost_params
+from freshcart.training.xgb_model import train_xgboost
+
+START = datetime(2025, 1, 6, tzinfo=timezone.utc)
+WARM_UP_DAYS = 7
+"""Days simulated before the training views, so that the 7-day features are warm when training starts."""
+ONSET = START + timedelta(days=WARM_UP_DAYS + 2, hours=12)
+"""Drift starts two days after the warm-up; the model learns from the views of the day and a half before."""
+REFERENCE_SHARE = 0.25
+"""Validation and holdout share each (the reference is both: a full day of views the model was not fitted on)."""
+REQUEST_MINUTES = 10
+"""A shopper's views within this many minutes are scored in one /predict request."""
+DRIFT_KINDS: dict[str, dict[str, Any]] = {
+    "price_inflation": {"price_inflation": 0.3},
+    "category_shift": {"category_shift": 0.6},
+    "new_products": {"new_products": 150},
+    "bot_traffic": {"bot_share": 0.3},
+}
+
+
+@dataclass
+class Scenario:
+    """A simulated shop, its pre-onset model and reference, and the onset of the drift (if any)."""
+
+    settings: Settings
+    kind: str
+    onset: datetime
+    views: pa.Table
+    model: Any
+    reference: Reference
+
+
+def drift_config(kind: str, onset: datetime = ONSET) -> DriftConfig:
+    if kind == "none":
+        return DriftConfig()
+    if kind not in DRIFT_KINDS:
+        raise ValueError(f"drift kind {kind!r}: use none or one of {', '.join(DRIFT_KINDS)}")
+    return DriftConfig(drift_from=onset, **DRIFT_KINDS[kind])
+
+
+def build_scenario(settings: Settings, kind: str, seed: int = 11, users: int = 1_500, products: int = 600,
+                   events_per_day: int = 20_000, days: int = WARM_UP_DAYS + 4) -> Scenario:
+    """Simulate ``days`` days with drift ``kind`` from :data:`ONSET`; train XGBoost on the views of the
+    warmed-up days before the onset (minus a horizon, for their labels)."""
+    config = SimulationConfig(seed=seed, users=users, products=products, days=days, events_per_day=events_per_day,
+                              start=START, drift=drift_config(kind))
+    write_simulation(config, settings.offline_events_dir)
+    dates = storage.list_partitions(settings.offline_events_dir)
+    build_feature_tables(settings, dates[0], dates[-1])
+    views, _, _ = load_or_build(settings, dates[WARM_UP_DAYS - 1], dates[days - 1])
+    before = views.filter(pc.less(views["event_time"], pa.scalar(ONSET - timedelta(hours=settings.horizon_hours),
+                                                                   pa.timestamp("us", tz="UTC"))))
+    split = split_by_time(before, REFERENCE_SHARE, REFERENCE_SHARE)
+    train, validation, holdout = split_table(before, split)
+    train_x, names = tabular_matrix(train)
+    val_x, _ = tabular_matrix(validation)
+    model = train_xgboost(train_x, train["label"].to_numpy(), val_x, validation["label"].to_numpy(), names,
+                          xgboost_params(settings))
+    unseen = pa.concat_tables([validation, holdout])
+    sample = reference_sample(unseen, model.predict(unseen), settings.monitor_reference_rows, settings.training_seed)
+    report = evaluate_scores(settings, holdout, model.predict(holdout), PopularityBaseline.fit(train))
+    reference = Reference(version="1", run_id="", model_type="xgboost", table=sample, holdout=dict(report.model))
+    return Scenario(settings, kind, ONSET, views, model, reference)
+
+
+def serve_views(settings: Settings, views: pa.Table, model: Any, start: datetime, end: datetime,
+                version: str = "1") -> int:
+    """Score the views of [start, end) and land one /predict record per view; rows landed."""
+    moment = pa.timestamp("us", tz="UTC")
+    rows = views.filter(pc.and_(pc.greater_equal(views["event_time"], pa.scalar(start, moment)),
+                                pc.less(views["event_time"], pa.scalar(end, moment))))
+    if rows.num_rows == 0:
+        return 0
+    inputs = rows.select(model_input_columns())
+    scores = model.predict(rows)
+    info = ModelInfo(name=settings.registered_model, version=version, alias="champion", model_type="xgboost",
+                     run_id="")
+    users = rows["user_id"].to_numpy()
+    times_us = pc.cast(pc.cast(rows["event_time"], moment), pa.int64()).to_numpy()
+    bucket = times_us // (REQUEST_MINUTES * 60_000_000)
+    order = np.lexsort((times_us, bucket, users))
+    bounds = np.flatnonzero(np.diff(users[order]) | np.diff(bucket[order])) + 1
+    decoded = []
+    for group in np.split(order, bounds):
+        first = rows["event_time"][int(group[0])].as_py()
+        record = PredictionRecord(request_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{users[group[0]]}@{first}").hex,
+                                  requested_at=first, endpoint="predict", user_id=int(users[group[0]]), model=info,
+                                  inputs=inputs.take(pa.array(group)), scores=scores[group])
+        decoded.append(decode_record(encode_record(record)))
+    upsert_predictions(predictions_dir(settings), pa.concat_tables(decoded))
+    return rows.num_rows
