@@ -197,6 +197,41 @@ class Settings(BaseSettings):
         "slow) new ones are dropped and counted, the request is never held up.",
     )
 
+    # Monitoring (`freshcart monitor`, dags/monitor_model.py)
+    monitor_window: Literal["1h", "2h", "3h", "4h", "6h", "12h", "24h"] = Field(
+        "1h", description="Length of a monitoring window (drift and performance are judged per window).",
+    )
+    monitor_max_rows: int = Field(
+        20_000, ge=100, le=10_000_000, description="Rows of a window that a drift report reads; larger windows "
+        "are sampled down to this many (seeded, so a re-run reads the same rows).",
+    )
+    monitor_min_rows: int = Field(
+        200, ge=1, le=10_000_000, description="Scored views a window needs for a verdict; smaller ones are "
+        "recorded as too small and never raise an alarm.",
+    )
+    monitor_reference_rows: int = Field(
+        50_000, ge=1_000, le=10_000_000, description="Rows of the reference sample stored with every trained "
+        "model version (drift baseline, threshold calibration, performance estimate).",
+    )
+    monitor_threshold_margin: float = Field(
+        0.5, ge=0.0, le=10.0, description="A column drifts when its score exceeds the highest score of the "
+        "reference's own window-sized chunks by this share (0.5 = 50% above).",
+    )
+    monitor_drifted_columns: int = Field(
+        2, ge=1, le=1000, description="Drifted input columns (or the score) that make a window a drift alarm.",
+    )
+    monitor_persist_windows: str = Field(
+        "2/3", pattern=r"^\d+/\d+$", description="k/m: drift must alarm in k of the last m windows to count for "
+        "a retrain.",
+    )
+    monitor_auc_margin: float = Field(
+        0.02, ge=0.0, le=1.0, description="AUC drop (measured, or estimated before labels) below the champion's "
+        "holdout AUC that counts as a performance drop.",
+    )
+    retrain_cooldown_hours: float = Field(
+        24.0, ge=0.0, le=24 * 365, description="After a triggered retraining, no other one for this many hours.",
+    )
+
     # Events and prediction
     horizon_hours: int = Field(24, ge=1, le=24 * 30, description="Propensity horizon H in hours.")
     session_gap_minutes: int = Field(
