@@ -14,16 +14,28 @@ from kafka.consumer.fetcher import ConsumerRecord
 from freshcart.schema import BROKER_MAX_MESSAGE_BYTES
 from freshcart.settings import Settings
 
+CHANGELOG_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": str(64 << 20),
+                     "max.message.bytes": str(BROKER_MAX_MESSAGE_BYTES)}
+"""Topic configs of a stream changelog: compacted (the latest record per state key), in segments small enough
+for the cleaner to compact while the partition is written."""
+
+
+def changelog_topic(settings: Settings, topic: str) -> str:
+    """The compacted topic that holds the stream processor's keyed state of ``topic`` (one partition per partition)."""
+    return f"{settings.stream_group}-{topic}-changelog"
 
 
 def topic_specs(settings: Settings) -> dict[str, dict]:
     """The topics FreshCart needs: events (keyed by user_id), dead letters, events re-partitioned by product,
-    and the scoring service's prediction log (keyed by user_id)."""
+    the scoring service's prediction log (keyed by user_id) and the stream processor's state changelogs."""
     return {
         settings.events_topic: {"num_partitions": settings.events_partitions, "replication_factor": 1},
         settings.dlq_topic: {"num_partitions": 1, "replication_factor": 1},
         settings.product_topic: {"num_partitions": settings.events_partitions, "replication_factor": 1},
         settings.predictions_topic: {"num_partitions": settings.predictions_partitions, "replication_factor": 1},
+        **{changelog_topic(settings, topic): {"num_partitions": settings.events_partitions, "replication_factor": 1,
+                                               "configs": CHANGELOG_CONFIGS}
+           for topic in (settings.events_topic, settings.product_topic)},
     }
 
 

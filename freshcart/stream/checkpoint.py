@@ -1,15 +1,18 @@
-"""Keyed state saved with the offset it reflects: one SQLite file per topic partition.
+"""The local cache of a partition's keyed state: one SQLite file per topic partition.
 
-A checkpoint appends the keys changed since the previous one (a changelog
-entry, pickled) and the task's position (next offset, watermark, applied source
-offsets) in one SQLite transaction, so after a crash, SIGKILL included, the
-state and the offset it reflects always agree. When the changelog has grown to
-several times the size of the state, it is compacted into one snapshot entry.
+The state itself lives in the partition's changelog topic (:mod:`freshcart.stream.changelog`);
+this file holds a copy of it, so a process that gets a partition back it had before restores
+from disk instead of reading the changelog again (:mod:`freshcart.stream.restore` decides).
+A checkpoint appends the keys changed since the previous one (a changelog entry, pickled) and
+the task's position (next offset, watermark, applied source offsets, and the offset of the
+position's record in the changelog) in one SQLite transaction, after the changelog's
+transaction is committed. When the entries have grown to several times the size of the state,
+they are compacted into one snapshot entry.
 
-The file also records, outside the checkpoint, how far the online store has
-been written (``written_offset``): a restart replays from the checkpoint but
-skips online writes below that mark, so an older value never overwrites a newer
-one, while the offline rows of the replayed range are written again.
+The file also records, outside the checkpoint, how far the online store has been written
+(``written_offset``): a restart replays from the checkpoint but skips online writes below that
+mark, so an older value never overwrites a newer one, while the offline rows of the replayed
+range are written again.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class CheckpointStore:
         """The snapshot and changelog entries in order, and the saved position (a fresh one if none)."""
         parts = [pickle.loads(blob) for (blob,) in self.conn.execute("SELECT blob FROM changelog ORDER BY seq")]
         saved = self._get("state") or {}
-        meta = TaskState(**{**saved, "applied": {int(k): v for k, v in saved.get("applied", {}).items()}})
+        meta = TaskState.from_dict(saved)
         written = self._get("written_offset")
         meta.written_offset = max(written or 0, meta.next_offset)
         return parts, meta
@@ -79,6 +82,20 @@ class CheckpointStore:
                 size = written = len(full)
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('changelog_bytes', ?)", (str(size),))
         return written
+
+    def replace(self, snapshot: dict[str, Any], meta: TaskState) -> None:
+        """Make the file hold exactly ``snapshot`` (the whole state) and ``meta`` (after a restore from the
+        changelog); the online store counts as written up to ``meta.written_offset``."""
+        blob = pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
+        state = json.dumps({**dataclasses.asdict(meta), "written_offset": 0})
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("DELETE FROM changelog")
+            self.conn.execute("INSERT INTO changelog (blob) VALUES (?)", (blob,))
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('state', ?)", (state,))
+            for key, value in (("snapshot_bytes", len(blob)), ("changelog_bytes", len(blob)),
+                               ("written_offset", meta.written_offset)):
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
 
     def mark_written(self, offset: int) -> None:
         """Record that the online store holds every row of the offsets below ``offset``."""

@@ -14,11 +14,14 @@ The loop, per micro-batch (``stream_batch_size`` events or ``stream_max_wait_ms`
 3. once that write has ended, record how far the online store is written, and
    the freshness of each event.
 
-Every ``stream_checkpoint_seconds`` (and on rebalance and shutdown) it waits for
-the producer's acknowledgements, appends the offline rows, saves each partition's
-state with its next offset in one SQLite transaction (:mod:`freshcart.stream.checkpoint`),
-and only then commits the offsets to Kafka. After a crash the state restarts from
-the checkpoint and replays the rest: nothing is lost and nothing counts twice.
+Every ``stream_checkpoint_seconds`` (and on shutdown) it waits for the producer's
+acknowledgements, appends the offline rows, writes each partition's changed keys with
+its next offset to the partition's changelog topic in one Kafka transaction
+(:mod:`freshcart.stream.changelog`), copies them to the local cache
+(:mod:`freshcart.stream.checkpoint`), and only then commits the offsets to Kafka. A
+partition assigned to a process, on any host, is restored from its changelog (or the
+cache, when it is as new: :mod:`freshcart.stream.restore`) before it is read, and
+replays the rest: nothing is lost and nothing counts twice.
 """
 
 from __future__ import annotations
@@ -40,13 +43,15 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from freshcart.features.stream import FeatureRow
-from freshcart.kafka_io import ensure_topics, make_producer
+from freshcart.kafka_io import changelog_topic, ensure_topics, make_producer
 from freshcart.schema import BROKER_MAX_MESSAGE_BYTES, TimeBounds
 from freshcart.settings import Settings
-from freshcart.stream.checkpoint import CheckpointStore, checkpoint_path
+from freshcart.stream.changelog import ChangelogLost, ChangelogReader, ChangelogWriter, encode_changes
+from freshcart.stream.checkpoint import CheckpointStore
 from freshcart.stream.dlq import dead_letter_headers
 from freshcart.stream.metrics import StreamMetrics, status_dir, write_status
-from freshcart.stream.processor import PRODUCT, USER, Forwarded, ProductTask, UserTask, encode_forwarded
+from freshcart.stream.processor import NEVER, PRODUCT, USER, Forwarded, ProductTask, UserTask, encode_forwarded
+from freshcart.stream.restore import restore_partitions
 from freshcart.stream.sinks import OfflineWriter, OnlineWriter, group_by_view, online_writer, rows_to_table
 
 log = logging.getLogger("freshcart.stream")
@@ -71,11 +76,14 @@ def state_dir(settings: Settings) -> Path:
 
 @dataclass
 class Slot:
-    """A partition this process owns: its task, checkpoint file and what waits to be written."""
+    """A partition this process owns: its task, changelog producer, cache file and what waits to be written."""
 
     tp: TopicPartition
     task: UserTask | ProductTask
     store: CheckpointStore
+    changelog: ChangelogWriter
+    saved_offset: int = 0  # the next offset that the changelog holds
+    full_snapshot: bool = False  # the changelog lacks the state: the next checkpoint writes all of it
     pending: dict[tuple[str, tuple], FeatureRow] = field(default_factory=dict)  # online, latest per key
     replayed: dict[tuple[str, tuple], FeatureRow] = field(default_factory=dict)  # offline only (already online)
     changed: set[int] = field(default_factory=set)  # users / products whose rows are computed when written
@@ -152,6 +160,8 @@ class StreamProcessor:
         self.offline = OfflineWriter(settings.feature_tables_dir)
         self.slots: dict[TopicPartition, Slot] = {}
         self.parked: dict[TopicPartition, Slot] = {}  # revoked, kept until the rebalance ends
+        self.restoring: set[TopicPartition] = set()  # assigned, paused until restored (in the loop, not on join)
+        self.reader: ChangelogReader | None = None
         self.gap_seeks: dict[TopicPartition, int] = {}  # offsets sought back to (a second gap there is real)
         self.forward: dict[tuple[int, int], list[Forwarded]] = {}  # (product partition, source partition)
         self.first_pending: float | None = None
@@ -192,6 +202,7 @@ class StreamProcessor:
                 self.consumer.topics()
                 parts = self.consumer.partitions_for_topic(self.settings.product_topic) or ()
                 self.product_partitions = max(1, len(parts))
+                self._check_changelogs()
                 self.unassigned_since = time.monotonic()
                 log.info("connected to %s as %s (group %s, writer %s, metrics on :%s)",
                          self.settings.bootstrap_servers, self.client_id, self.settings.stream_group,
@@ -202,6 +213,19 @@ class StreamProcessor:
                             self.settings.bootstrap_servers, exc, delay)
                 self._sleep(delay)
                 delay = min(BACKOFF_MAX_S, delay * 2)
+
+    def _check_changelogs(self) -> None:
+        """Each input topic's changelog has a partition for each of its partitions (state goes nowhere else)."""
+        assert self.consumer is not None
+        for topic in (self.settings.events_topic, self.settings.product_topic):
+            inputs = len(self.consumer.partitions_for_topic(topic) or ())
+            changelog = changelog_topic(self.settings, topic)
+            logs = len(self.consumer.partitions_for_topic(changelog) or ())
+            if logs < inputs:
+                raise StreamError(
+                    f"changelog topic {changelog!r} has {logs} partitions but {topic!r} has {inputs}: add "
+                    f"partitions to it (kafka-topics.sh --alter --topic {changelog} --partitions {inputs}) "
+                    "before starting the stream processor")
 
     def rejoin(self) -> None:
         """Leave the group and join again with a new consumer (an assignment that never came).
@@ -215,6 +239,7 @@ class StreamProcessor:
                     "and joining again", waited)
         self._settle_write()
         self._drop_parked()
+        self.restoring = set()
         self.consumer.close(autocommit=False)
         self.consumer = None
         self.connect()
@@ -226,10 +251,11 @@ class StreamProcessor:
 
     # ----------------------------------------------------------------- partitions
     def acquire(self, assigned: set[TopicPartition]) -> None:
-        """Load the state of newly assigned partitions and seek to the offsets it reflects.
+        """Take newly assigned partitions: pause them until the loop has restored their state.
 
         A partition given back in the same rebalance keeps its state in memory. Runs on the
-        consumer's network loop: local I/O only, nothing that waits for the broker.
+        consumer's network loop: nothing here waits for the broker (:meth:`restore_assigned` does,
+        from the loop).
         """
         assert self.consumer is not None
         for tp in sorted(assigned):
@@ -237,29 +263,50 @@ class StreamProcessor:
             if slot is not None:
                 log.info("assigned %s-%d: state kept in memory, from offset %d", tp.topic, tp.partition,
                          slot.task.meta.next_offset)
+                self.slots[tp] = slot
+                self.consumer.seek(tp, slot.task.meta.next_offset)
             else:
-                if tp.topic == self.settings.events_topic:
-                    task: UserTask | ProductTask = UserTask(tp.partition, self.lateness_us)
-                else:
-                    task = ProductTask(tp.partition)
-                store = CheckpointStore(checkpoint_path(state_dir(self.settings), tp.topic, tp.partition))
-                parts, meta = store.load()
-                task.restore(parts, meta)
-                slot = Slot(tp, task, store, offline_from=meta.next_offset)
-                replay = meta.written_offset - meta.next_offset
-                log.info("assigned %s-%d: state of %d changelog entries, from offset %d%s", tp.topic,
-                         tp.partition, len(parts), meta.next_offset,
-                         f" (replaying {replay} already written online)" if replay > 0 else "")
-            self.slots[tp] = slot
-            self.consumer.seek(tp, slot.task.meta.next_offset)
+                log.info("assigned %s-%d: restoring its state", tp.topic, tp.partition)
+                self.restoring.add(tp)
+                self.consumer.pause(tp)
         self._drop_parked()
         self.unassigned_since = None
+
+    def restore_assigned(self) -> None:
+        """Restore the state of the partitions waiting for it (from the changelog, or the local cache when it is
+        as new), then read each from the offset its state reflects."""
+        assert self.consumer is not None
+        if self.reader is None:
+            self.reader = ChangelogReader(self.settings, self.client_id)
+        partitions = sorted(self.restoring)
+        restored = restore_partitions(self.settings, partitions, self.reader, state_dir(self.settings),
+                                      self.client_id)
+        for tp, r in restored.items():
+            meta = r.task.meta
+            self.slots[tp] = Slot(tp, r.task, r.store, r.writer, saved_offset=meta.next_offset,
+                                  full_snapshot=r.full_snapshot, offline_from=meta.next_offset)
+            self.consumer.seek(tp, meta.next_offset)
+            self.consumer.resume(tp)
+            replay = meta.written_offset - meta.next_offset
+            log.info("restored %s-%d from %s (%d changelog records, %d keys) in %.2fs: from offset %d%s",
+                     tp.topic, tp.partition, r.source, r.records, r.keys, r.seconds, meta.next_offset,
+                     f" (replaying {replay} already written online)" if replay > 0 else "")
+        self.restoring.difference_update(partitions)
+
+    def _restore_again(self, tp: TopicPartition, reason: Exception) -> None:
+        """A partition whose changelog this process may no longer write: drop its state, restore it anew."""
+        log.warning("%s-%d: %s; restoring it again", tp.topic, tp.partition, reason)
+        slot = self.slots.pop(tp)
+        _close_slot(slot)
+        self.restoring.add(tp)
+        if self.consumer is not None:
+            self.consumer.pause(tp)
 
     def _drop_parked(self) -> None:
         """Forget partitions parked by a rebalance, and the events they would forward: their next owner
         resumes from their checkpoints."""
         for slot in self.parked.values():
-            slot.store.close()
+            _close_slot(slot)
         self.parked = {}
         self.forward = {k: v for k, v in self.forward.items()
                         if TopicPartition(self.settings.events_topic, k[1]) in self.slots}
@@ -273,11 +320,12 @@ class StreamProcessor:
         are parked in case the same rebalance gives them back; lost ones are dropped.
         """
         for tp in partitions:
+            self.restoring.discard(tp)
             slot = self.slots.pop(tp, None)
             if slot is None:
                 continue
             if lost:
-                slot.store.close()
+                _close_slot(slot)
             else:
                 self.parked[tp] = slot
         if self.unassigned_since is None:
@@ -389,12 +437,13 @@ class StreamProcessor:
                 slot.store.mark_written(offset)  # a partition given up meanwhile stays unmarked: replays write it
             self.metrics.observe_freshness(slot.stage, ended_ms, produced_ms)
 
-    def _retry(self, what: str, action: Any) -> None:
+    def _retry(self, what: str, action: Callable[[], Any]) -> Any:
         delay = 0.5
         while True:
             try:
-                action()
-                return
+                return action()
+            except ChangelogLost:
+                raise
             except Exception as exc:  # noqa: BLE001 - a store or broker hiccup: retry, never skip a write
                 if not self.running and delay > 8:
                     raise StreamError(f"{what} keeps failing: {exc}") from exc
@@ -403,12 +452,13 @@ class StreamProcessor:
                 delay = min(BACKOFF_MAX_S, delay * 2)
 
     def checkpoint(self, commit: bool = True) -> None:
-        """Flush, wait for the broker's acks, append offline rows, save state with offsets, then commit."""
+        """Flush, wait for the broker's acks, append offline rows, write each partition's changed keys and
+        position to its changelog (one transaction each) and the cache, then commit the offsets."""
         assert self.producer is not None
         self.flush()
         self.wait_for_write()
         self._retry("producer flush", lambda: self.producer.flush(timeout=30))
-        offsets = {}
+        staged = []
         for tp, slot in self.slots.items():
             task = slot.task
             end = task.meta.next_offset
@@ -418,15 +468,38 @@ class StreamProcessor:
                     self.offline.write(view, view_rows, label)
                 slot.offline = []
             slot.offline_from = end
+            if end == slot.saved_offset and not slot.full_snapshot:
+                continue  # nothing applied since the last checkpoint
+            floor = NEVER
             if isinstance(task, UserTask):
                 task.prune_seen()
-            slot.store.save(task.changes(), task.meta, snapshot=task.snapshot)
-            offsets[tp] = OffsetAndMetadata(end, "", -1)
+                floor = task.watermark_us
+            changes = task.changes()
+            records = encode_changes(task.snapshot() if slot.full_snapshot else changes, task.meta, floor)
+            staged.append((slot, changes, records))
+            try:  # all partitions' transactions are sent before the first commit waits
+                slot.changelog.stage(records)
+            except ChangelogLost:
+                pass  # found again by the commit below
+            except KafkaError as exc:
+                log.warning("changelog write of %s-%d failed (%s); retrying", tp.topic, tp.partition, exc)
+        offsets = {}
+        for slot, changes, records in staged:
+            tp = slot.tp
+            try:
+                slot.task.meta.changelog_offset = self._retry(
+                    f"changelog write of {tp.topic}-{tp.partition}", lambda: slot.changelog.commit(records))
+            except ChangelogLost as exc:
+                self._restore_again(tp, exc)
+                continue
+            slot.store.save(changes, slot.task.meta, snapshot=slot.task.snapshot)
+            slot.saved_offset, slot.full_snapshot = slot.task.meta.next_offset, False
+            offsets[tp] = OffsetAndMetadata(slot.saved_offset, "", -1)
         if commit and offsets and self.consumer is not None:
             try:
                 self.consumer.commit(offsets)
-            except KafkaError as exc:  # the checkpoint holds the offsets; the commit is for lag monitoring
-                log.warning("offset commit failed (%s); the checkpoint holds the offsets, retrying next time", exc)
+            except KafkaError as exc:  # the changelog holds the offsets; the commit is for lag monitoring
+                log.warning("offset commit failed (%s); the changelog holds the offsets, retrying next time", exc)
         self._write_status()
 
     def _write_status(self) -> None:
@@ -472,6 +545,9 @@ class StreamProcessor:
                     log.warning("poll failed (%s); retrying", exc)
                     self._sleep(1.0)
                     continue
+                if self.restoring:
+                    self._retry("state restore", self.restore_assigned)
+                    last_message = time.monotonic()  # restoring is not idle time
                 bounds = TimeBounds.around(datetime.now(timezone.utc), self.settings.event_time_floor,
                                            self.settings.max_future_seconds)
                 for tp, records in batches.items():
@@ -539,8 +615,16 @@ class StreamProcessor:
             self.producer.close(timeout=10)
             self.producer = None
         for slot in [*self.slots.values(), *self.parked.values()]:
-            slot.store.close()
-        self.slots, self.parked = {}, {}
+            _close_slot(slot)
+        self.slots, self.parked, self.restoring = {}, {}, set()
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+
+def _close_slot(slot: Slot) -> None:
+    slot.store.close()
+    slot.changelog.close()
 
 
 def install_signal_handlers(processor: StreamProcessor) -> None:

@@ -90,12 +90,20 @@ class Outcome:
 
 @dataclass
 class TaskState:
-    """What a task saves: its position, watermark and the keys changed since the last save."""
+    """What a task saves with its keyed state: its position, watermark and where its changelog stands."""
 
     next_offset: int = 0  # the first offset of the partition not yet applied
     max_event_us: int = NEVER  # latest event time applied (user stage)
     written_offset: int = 0  # offsets below this were already written to the online store
     applied: dict[int, int] = field(default_factory=dict)  # product stage: source partition -> next source offset
+    checkpoint: int = 0  # checkpoints written to the changelog so far (names the batches of seen ids)
+    seen_batches: dict[str, int] = field(default_factory=dict)  # user stage: live seen-id batch -> its latest time
+    changelog_offset: int = -1  # offset of this position's record in the changelog (-1: not written there)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> TaskState:
+        """A position saved as JSON (source partitions come back as ints; fields it lacks get their defaults)."""
+        return cls(**{**saved, "applied": {int(k): v for k, v in saved.get("applied", {}).items()}})
 
 
 class UserTask:

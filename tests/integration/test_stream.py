@@ -27,7 +27,7 @@ import pytest
 
 from freshcart.features.store import apply, feature_store
 from freshcart import kafka_io
-from freshcart.kafka_io import ensure_topics, make_producer
+from freshcart.kafka_io import changelog_topic, ensure_topics, make_producer
 from freshcart.schema import Event, TimeBounds, validate_record
 from freshcart.services import kafka as kafka_service
 from freshcart.settings import Settings, load_settings
@@ -90,7 +90,8 @@ def delete_topics(settings: Settings) -> None:
     try:
         admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
         try:
-            admin.delete_topics([settings.events_topic, settings.product_topic, settings.dlq_topic])
+            inputs = [settings.events_topic, settings.product_topic]
+            admin.delete_topics([*inputs, settings.dlq_topic, *(changelog_topic(settings, t) for t in inputs)])
         finally:
             admin.close()
     except Exception as exc:  # noqa: BLE001 - a leftover test topic must not fail the test

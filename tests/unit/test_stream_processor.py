@@ -1,5 +1,5 @@
 """The stream processor's logic without Kafka: decoding, dead-letter reasons, duplicates, lateness,
-the product re-partitioning and the checkpoint store."""
+the product re-partitioning, the checkpoint store and the changelog records."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from freshcart.schema import MAX_MESSAGE_BYTES, Event, TimeBounds, validate_reco
 from freshcart.settings import load_settings
 from freshcart.simulator import SimulationConfig, iter_records
 from freshcart.simulator.faults import FAULT_REASONS, inject_faults
+from freshcart.stream.changelog import ChangelogState, encode_changes
 from freshcart.stream.checkpoint import CheckpointStore
 from freshcart.stream.processor import ProductTask, UserTask, encode_forwarded
 from freshcart.stream.sinks import rows_to_table
@@ -164,3 +165,52 @@ def test_stream_cli_help_and_bad_writer() -> None:
     assert result.exit_code == 0 and all(c in result.output for c in ("consume", "status", "dlq"))
     bad = runner.invoke(app, ["stream", "consume", "--writer", "bogus"])
     assert bad.exit_code == 2 and "--writer 'bogus'" in bad.output
+
+
+def test_changelog_records_restore_the_state_before_and_after_compaction(events: list[Event]) -> None:
+    """The records of every checkpoint, read back in order, or only the latest record of each key (what Kafka's
+    compaction keeps), restore the same features, seen ids and position; expired seen-id batches get tombstones."""
+    bounds = bounds_for(events)
+    task = UserTask(0, LATENESS_US)
+    log: list[tuple[bytes, bytes | None]] = []
+    for offset, event in enumerate(events):
+        task.apply(offset, event.to_json(), 0, bounds)
+        if offset % 500 == 499 or offset == len(events) - 1:
+            task.prune_seen()
+            log.extend(encode_changes(task.changes(), task.meta, task.watermark_us))
+    tombstones = [key for key, value in log if value is None]
+    assert tombstones and all(key.startswith(b"s:") for key in tombstones)
+    assert all(latest >= task.watermark_us for latest in task.meta.seen_batches.values())
+    latest_per_key = {key: (offset, value) for offset, (key, value) in enumerate(log)}
+    compacted = sorted((offset, key, value) for key, (offset, value) in latest_per_key.items())
+    task.prune_seen()
+    for records in ([(offset, key, value) for offset, (key, value) in enumerate(log)], compacted):
+        state = ChangelogState()
+        for offset, key, value in records:
+            state.add(offset, key, value)
+        restored = UserTask(0, LATENESS_US)
+        restored.restore([state.part], state.meta)
+        assert restored.meta.next_offset == len(events) and restored.meta.changelog_offset == len(log) - 1
+        assert restored.meta.max_event_us == task.meta.max_event_us
+        assert restored.meta.seen_batches == task.meta.seen_batches
+        assert set(restored.seen) == set(task.seen) and restored.seen
+        assert restored.features.users.keys() == task.features.users.keys()
+        for user_id in task.features.users:
+            assert [r.values for r in restored.rows_of(user_id)] == [r.values for r in task.rows_of(user_id)]
+
+
+def test_product_changelog_keeps_the_applied_source_offsets(events: list[Event]) -> None:
+    products = ProductTask(1)
+    forwarded = [UserTask(2, LATENESS_US).apply(i, e.to_json(), 0, bounds_for(events)).forwarded
+                 for i, e in enumerate(events[:300])]
+    products.apply(0, encode_forwarded(2, forwarded))
+    state = ChangelogState()
+    for offset, (key, value) in enumerate(encode_changes(products.changes(), products.meta, 0)):
+        state.add(offset, key, value)
+    restored = ProductTask(1)
+    restored.restore([state.part], state.meta)
+    assert restored.meta.applied == {2: 300} and restored.meta.next_offset == 1
+    applied, skipped = restored.apply(1, encode_forwarded(2, forwarded))  # a replay after a crash
+    assert applied == [] and skipped == 300
+    assert {p: restored.rows_of(p)[0].values for p in products.features.products} == \
+        {p: products.rows_of(p)[0].values for p in products.features.products}
