@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "freshcart"
 LAYERS = {
     "entry": ("freshcart.__main__", "freshcart.cli", "freshcart.pipeline"),
     "stage": ("freshcart.ingestion", "freshcart.simulator", "freshcart.features", "freshcart.stream",
-              "freshcart.training", "freshcart.serving", "freshcart.monitoring", "freshcart.services"),
+              "freshcart.training", "freshcart.serving", "freshcart.monitoring", "freshcart.recommendation",
+              "freshcart.services"),
     "core": ("freshcart", "freshcart.settings", "freshcart.schema", "freshcart.storage", "freshcart.kafka_io",
              "freshcart.labels"),
 }
