@@ -113,7 +113,9 @@ build_schemas() {
   # kubeconform checks against the strict schemas of kubernetes-validate (pinned in the lock); their
   # $refs point at "/api/_definitions.json" of https://kubernetes.io, which kubeconform cannot
   # fetch offline, so they are rewritten to the file next to them.
-  "$PY" - "$TOOLS_DIR/schemas" "${KUBERNETES_VERSION#v}" <<'PYTHON'
+  # kubernetes-validate ships one schema set per minor release (x.y.0)
+  local minor=${KUBERNETES_VERSION#v1.}
+  "$PY" - "$TOOLS_DIR/schemas" "1.${minor%%.*}.0" <<'PYTHON'
 import json, pathlib, sys
 import kubernetes_validate
 target, version = pathlib.Path(sys.argv[1]), sys.argv[2]

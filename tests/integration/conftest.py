@@ -183,7 +183,8 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
          "--token-auth-file", str(root / "tokens.csv"), "--authorization-mode", "RBAC",
          "--service-account-issuer", "https://kubernetes.default.svc", "--service-account-key-file", str(root / "sa.key"),
          "--service-account-signing-key-file", str(root / "sa.key"), "--service-cluster-ip-range", "10.96.0.0/16",
-         "--disable-admission-plugins", "ServiceAccount", "--allow-privileged", "true"],
+         "--disable-admission-plugins", "ServiceAccount", "--allow-privileged=true",
+         "--endpoint-reconciler-type", "none"],
         stdout=apiserver_log, stderr=subprocess.STDOUT))
     try:
         _wait_ready(f"https://127.0.0.1:{secure}/readyz", token, processes[1], root / "kube-apiserver.log")
