@@ -22,6 +22,7 @@ the size of its state. Feature keys are never deleted; only seen-id batches get 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pickle
 import time
@@ -98,33 +99,40 @@ def encode_changes(changes: dict[str, Any], meta: TaskState, floor_us: int) -> l
     return records
 
 
-@dataclasses.dataclass
 class ChangelogState:
-    """A partition's state as its changelog records rebuild it: one part for ``restore``, and the last position."""
+    """A partition's state as its changelog records rebuild it: a later record of a key replaces an earlier one
+    (only the latest is decoded), a tombstone deletes it."""
 
-    part: dict[str, dict] = dataclasses.field(
-        default_factory=lambda: {"users": {}, "pairs": {}, "products": {}, "seen": {}})
-    meta: TaskState | None = None
-    records: int = 0
+    def __init__(self) -> None:
+        self.latest: dict[bytes, bytes | None] = {}
+        self.meta: TaskState | None = None  # the last position read
+        self.records = 0
 
     def add(self, offset: int, key: bytes, value: bytes | None) -> None:
-        """Apply one record read at ``offset`` (a later record of a key replaces an earlier one)."""
+        """One record read at ``offset``."""
         self.records += 1
         if key == META_KEY:
             assert value is not None, "the position record is never deleted"
             self.meta = decode_meta(value, offset)
-            return
-        prefix, _, ident = key.decode().partition(":")
-        if prefix == "s":
-            if value is not None:  # a tombstoned batch's ids are below the watermark: restore prunes them
-                self.part["seen"].update(pickle.loads(value))
-            return
-        store = self.part[STORES[prefix]]
-        parsed = tuple(int(x) for x in ident.split(":")) if prefix == "c" else int(ident)
-        if value is None:
-            store.pop(parsed, None)
         else:
-            store[parsed] = pickle.loads(value)
+            self.latest[key] = value
+
+    @functools.cached_property
+    def part(self) -> dict[str, dict]:
+        """The state read, as one part for a task's ``restore`` (read once all records are added)."""
+        part: dict[str, dict] = {"users": {}, "pairs": {}, "products": {}, "seen": {}}
+        for key, value in self.latest.items():
+            if value is None:
+                continue
+            prefix, _, ident = key.decode().partition(":")
+            if prefix == "s":
+                part["seen"].update(pickle.loads(value))
+            elif prefix == "c":
+                user_id, category_id = ident.split(":")
+                part["pairs"][(int(user_id), int(category_id))] = pickle.loads(value)
+            else:
+                part[STORES[prefix]][int(ident)] = pickle.loads(value)
+        return part
 
 
 class ChangelogWriter:
