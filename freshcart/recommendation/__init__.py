@@ -1,0 +1,25 @@
+"""Recommendation: point-in-time replay of purchases and add-to-carts against strong baselines.
+
+    log          events as dense integer columns in time order, grouped by user, session, item
+    base         the recommender interface (fit, update, scores, recommend) and the shared tie-break
+    baselines    global popularity, trending in the shopper's categories, item-kNN, session-kNN
+    oracle       the simulator's true purchase probabilities of the shopper's views (the ceiling)
+    reranking    the hook for a model (the champion, a learning-to-rank model) over candidates
+    metrics      HR@10, NDCG@10, MRR, candidate recall@100/@500, coverage, popularity bias
+    replay       the walk over a holdout period and ``evaluate_recommendations``
+    tracking     ``log_to_mlflow``: the table as an MLflow run
+"""
+
+from __future__ import annotations
+
+from freshcart.recommendation.base import Recommender, TieBreak
+from freshcart.recommendation.baselines import ItemKNN, Popularity, SessionKNN, Trending
+from freshcart.recommendation.log import EventLog, build_log, load_log
+from freshcart.recommendation.oracle import Oracle
+from freshcart.recommendation.replay import default_recommenders, evaluate_recommendations, replay
+from freshcart.recommendation.reranking import CandidateRanker, Reranked
+from freshcart.recommendation.tracking import log_to_mlflow
+
+__all__ = ["CandidateRanker", "EventLog", "ItemKNN", "Oracle", "Popularity", "Recommender", "Reranked",
+           "SessionKNN", "TieBreak", "Trending", "build_log", "default_recommenders", "evaluate_recommendations",
+           "load_log", "log_to_mlflow", "replay"]
