@@ -41,7 +41,8 @@ def _request_id(ctx: bentoml.Context) -> str:
     return rid
 
 
-def _unavailable(exc: ServiceUnavailable) -> JSONResponse:
+def _unavailable(exc: ServiceUnavailable, ctx: bentoml.Context) -> JSONResponse:
+    ctx.response.status_code = 503  # BentoML takes a response's status from the context
     return JSONResponse({"error": "service unavailable", "detail": str(exc)}, status_code=503)
 
 
@@ -67,7 +68,7 @@ class _Scoring:
         try:
             return self.core.predict(request, _request_id(ctx))
         except ServiceUnavailable as exc:
-            return _unavailable(exc)  # type: ignore[return-value]
+            return _unavailable(exc, ctx)  # type: ignore[return-value]
 
     @bentoml.api(route="/recommend")
     def recommend(self, request: RecommendRequest, /, ctx: bentoml.Context) -> RecommendResponse:
@@ -75,7 +76,7 @@ class _Scoring:
         try:
             return self.core.recommend(request, _request_id(ctx))
         except ServiceUnavailable as exc:
-            return _unavailable(exc)  # type: ignore[return-value]
+            return _unavailable(exc, ctx)  # type: ignore[return-value]
 
     @bentoml.api(route="/explain")
     def explain(self, request: ExplainRequest, /, ctx: bentoml.Context) -> PredictResponse:
@@ -83,7 +84,7 @@ class _Scoring:
         try:
             return self.core.explain(request, _request_id(ctx))
         except ServiceUnavailable as exc:
-            return _unavailable(exc)  # type: ignore[return-value]
+            return _unavailable(exc, ctx)  # type: ignore[return-value]
 
     @bentoml.api(route="/ping")
     def ping(self) -> dict[str, Any]:

@@ -111,12 +111,12 @@ class OnlineFeatureReader:
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
-        names = self.served.by_view.get(view, [])
+        names = self.served.by_view.get(view, [])  # a copy goes to Feast: its Redis store appends to the list
         join_keys = list(spec.VIEWS[view].keys)
         entity_keys = [EntityKey(join_keys=join_keys, entity_values=[Value(int64_val=int(v)) for v in key])
                        for key in keys]
         try:
-            rows = self.provider.online_read(self.config, self.views[view], entity_keys, names) if keys else []
+            rows = self.provider.online_read(self.config, self.views[view], entity_keys, list(names)) if keys else []
         except Exception as exc:  # noqa: BLE001 - any driver error means the store cannot serve now
             raise OnlineStoreUnavailable(
                 f"the {self.kind} online store did not answer reading {view} ({type(exc).__name__}: "

@@ -33,7 +33,7 @@ class ServingMetrics:
                                    "Cold starts: shoppers or products without online features", ["entity"], **kw)
         self.errors = Counter("freshcart_serving_errors_total", "Errors by kind", ["kind"], **kw)
         self.champion = Gauge("freshcart_serving_model_version", "Version of the model being served",
-                              ["model", "alias", "model_type"], multiprocess_mode="livemax", **kw)
+                              ["model", "alias"], multiprocess_mode="livemax", **kw)
         self.model_events = Counter("freshcart_serving_model_events_total",
                                     "Model loads and failed loads (refused, load_failed, registry)", ["kind"], **kw)
         self.predictions_logged = Counter("freshcart_serving_predictions_logged_total",
@@ -46,5 +46,4 @@ class ServingMetrics:
         """A load or a failed load; a load also sets the served version."""
         self.model_events.labels(kind).inc()
         if kind == "loaded" and info is not None:
-            self.champion.clear()
-            self.champion.labels(info.name, info.alias, info.model_type).set(float(info.version))
+            self.champion.labels(info.name, info.alias).set(float(info.version))
