@@ -264,3 +264,14 @@ spec:
     matchLabels:
       {{- include "freshcart.selectorLabels" . | nindent 6 }}
 {{- end -}}
+
+{{/* The topics of the settings (freshcart.kafka_io.topic_specs) as JSON: name, partitions, configs; the stream processor's compacted state changelogs included. */}}
+{{- define "freshcart.kafka.topics" -}}
+{{- $t := .Values.kafka.topics -}}
+{{- $group := .Values.freshcart.settings.stream_group | default "freshcart-stream" -}}
+{{- $compact := "cleanup.policy=compact,segment.bytes=67108864" -}}
+{{- $topics := list $t.events $t.dlq (dict "name" $t.byProduct.name "partitions" $t.events.partitions) $t.predictions -}}
+{{- $topics = append $topics (dict "name" (printf "%s-%s-changelog" $group $t.events.name) "partitions" $t.events.partitions "configs" $compact) -}}
+{{- $topics = append $topics (dict "name" (printf "%s-%s-changelog" $group $t.byProduct.name) "partitions" $t.events.partitions "configs" $compact) -}}
+{{- toJson $topics -}}
+{{- end -}}
