@@ -165,9 +165,8 @@ class SessionKNN(Recommender):
         # The most recent ``sample`` distinct sessions: ``candidates`` run oldest to newest per item.
         latest = np.unique(candidates[::-1], return_index=True)
         candidates = latest[0][np.argsort(latest[1])][: self.sample]
-        parts = [log.by_session.before(int(s), now) for s in candidates]
-        owner = np.repeat(np.arange(candidates.shape[0]), [p.shape[0] for p in parts])
-        pair = np.unique(owner * np.int64(log.products) + log.item[np.concatenate(parts)])
+        owner, positions = log.by_session.many_before(candidates, now)
+        pair = np.unique(owner * np.int64(log.products) + log.item[positions])
         owner, item = pair // log.products, pair % log.products
         sizes = np.bincount(owner, minlength=candidates.shape[0])
         overlap = np.bincount(owner, weights=np.isin(item, items), minlength=candidates.shape[0])

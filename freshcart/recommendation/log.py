@@ -55,6 +55,14 @@ class Groups:
         stop = lo + int(np.searchsorted(self.times[lo:hi], t, side="left"))
         return self.order[max(lo, stop - n): stop]
 
+    def many_before(self, groups: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(index into ``groups``, position) of every event of ``groups`` strictly before ``t``."""
+        lengths = self.offsets[groups + 1] - self.offsets[groups]
+        owner = np.repeat(np.arange(groups.shape[0]), lengths)
+        index = self.offsets[groups][owner] + np.arange(owner.shape[0]) - (np.cumsum(lengths) - lengths)[owner]
+        keep = self.times[index] < t
+        return owner[keep], self.order[index[keep]]
+
 
 @dataclass(frozen=True)
 class EventLog:
@@ -67,7 +75,8 @@ class EventLog:
     item: np.ndarray
     user: np.ndarray
     session: np.ndarray
-    event_id: np.ndarray
+    event_id: pa.Array
+    """The events' ids (strings), in log order."""
     product_ids: np.ndarray
     """Product id of each item index."""
     user_ids: np.ndarray
@@ -138,7 +147,7 @@ def build_log(table: pa.Table) -> EventLog:
     return EventLog(
         time=time, kind=kinds.to_numpy().astype(np.int8), item=item.astype(np.int64),
         user=user.astype(np.int64), session=session,
-        event_id=table["event_id"].to_numpy(zero_copy_only=False), product_ids=product_ids, user_ids=user_ids,
+        event_id=table["event_id"].chunk(0), product_ids=product_ids, user_ids=user_ids,
         item_category=item_category,
         by_user=Groups.of(user, time, user_ids.shape[0]),
         by_session=Groups.of(session, time, n_sessions),

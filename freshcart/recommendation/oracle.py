@@ -43,17 +43,12 @@ def read_truth(simulation_dir: Path) -> pa.Table | None:
 
 def truth_per_event(log: EventLog, truth: pa.Table) -> tuple[np.ndarray, float]:
     """The true purchase probability of each view of the log (NaN elsewhere), and the share of views covered."""
-    ids = truth["event_id"].to_numpy(zero_copy_only=False)
-    proba = truth["purchase_proba"].to_numpy()
-    order = np.argsort(ids)
-    ids, proba = ids[order], proba[order]
     views = np.flatnonzero(log.kind == VIEW)
-    where = np.searchsorted(ids, log.event_id[views])
-    where = np.minimum(where, max(ids.shape[0] - 1, 0))
-    found = ids[where] == log.event_id[views] if ids.shape[0] else np.zeros(views.shape[0], dtype=bool)
+    left = pa.table({"event_id": log.event_id.take(pa.array(views)), "position": views})
+    joined = left.join(truth.select(["event_id", "purchase_proba"]), "event_id", join_type="inner")
     per_event = np.full(log.size, np.nan)
-    per_event[views[found]] = proba[where[found]]
-    return per_event, float(found.mean()) if views.shape[0] else 0.0
+    per_event[joined["position"].to_numpy()] = joined["purchase_proba"].to_numpy()
+    return per_event, joined.num_rows / views.shape[0] if views.shape[0] else 0.0
 
 
 class Oracle(Recommender):
