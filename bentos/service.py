@@ -15,6 +15,7 @@ attention model runs on CUDA when torch sees a GPU, on the CPU otherwise.
 
 from __future__ import annotations
 
+import gc
 import logging
 import uuid
 from typing import Any
@@ -32,6 +33,7 @@ from freshcart.settings import load_settings
 SETTINGS = load_settings()
 log = logging.getLogger("freshcart.serving")
 TRAFFIC = {"timeout": 30, "max_concurrency": 256}
+LOGGING = {"access": {"enabled": SETTINGS.serving_access_log}}
 
 
 def _request_id(ctx: bentoml.Context) -> str:
@@ -61,6 +63,9 @@ class _Scoring:
         self.core = ScoringService(SETTINGS, metrics, prediction_log)
         self.core.start()
         self._was_ready: bool | None = None
+        if SETTINGS.serving_gc_freeze:  # what start loaded stays: later collections scan only request garbage
+            gc.collect()
+            gc.freeze()
 
     @bentoml.api(route="/predict")
     def predict(self, request: PredictRequest, /, ctx: bentoml.Context) -> PredictResponse:
@@ -104,13 +109,13 @@ class _Scoring:
 
 
 @bentoml.service(name="freshcart_scoring", workers=SETTINGS.serving_workers, threads=SETTINGS.serving_threads,
-                 traffic=TRAFFIC, http={"host": SETTINGS.serving_host, "port": SETTINGS.serving_port})
+                 traffic=TRAFFIC, logging=LOGGING, http={"host": SETTINGS.serving_host, "port": SETTINGS.serving_port})
 class FreshCartScoring(_Scoring):
     """FreshCart's purchase-propensity scoring and recommendations (CPU)."""
 
 
 @bentoml.service(name="freshcart_scoring_gpu", workers=SETTINGS.serving_workers, threads=SETTINGS.serving_threads,
-                 traffic=TRAFFIC, resources={"gpu": 1},
+                 traffic=TRAFFIC, logging=LOGGING, resources={"gpu": 1},
                  http={"host": SETTINGS.serving_host, "port": SETTINGS.serving_port})
 class FreshCartScoringGPU(_Scoring):
     """The CUDA variant: the attention model on the GPU when torch sees one."""

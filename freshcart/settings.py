@@ -188,6 +188,13 @@ class Settings(BaseSettings):
         7, ge=1, le=365, description="Days of offline events (the latest ones) that the product catalogue (category, "
         "price) and the purchases left out of recommendations are read from.",
     )
+    serving_access_log: bool = Field(
+        False, description="A log line per request from the service (off: writing it costs latency under load).",
+    )
+    serving_gc_freeze: bool = Field(
+        True, description="Move what the service loaded at start out of the garbage collector's reach (full "
+        "collections over the loaded libraries otherwise pause requests for hundreds of milliseconds).",
+    )
     predictions_topic: str = Field(
         "freshcart.predictions", min_length=1, description="Topic the service logs every prediction to."
     )
