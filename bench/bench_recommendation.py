@@ -36,14 +36,16 @@ METRICS = ("queries", "hr@10", "ndcg@10", "mrr", "recall@100", "recall@500", "co
 
 
 def print_table(table: pa.Table, timings: dict[str, tuple[float, float]]) -> None:
-    header = f"{'recommender':<12}{'event':<10}" + "".join(f"{name:>12}" for name in METRICS)
+    widths = {name: max(12, len(name) + 2) for name in METRICS}
+    header = f"{'recommender':<12}{'event':<10}" + "".join(f"{name:>{widths[name]}}" for name in METRICS)
     print(header + f"{'fit s':>9}{'replay s':>10}{'ms/query':>10}")
     queries: dict[str, int] = {}
     for row in table.to_pylist():
         queries[row["recommender"]] = queries.get(row["recommender"], 0) + row["queries"]
     for row in table.to_pylist():
         fit, walk = timings[row["recommender"]]
-        cells = "".join(f"{row[m]:>12,}" if m == "queries" else f"{row[m]:>12.4f}" for m in METRICS)
+        cells = "".join(f"{row[m]:>{widths[m]},}" if m == "queries" else f"{row[m]:>{widths[m]}.4f}"
+                        for m in METRICS)
         print(f"{row['recommender']:<12}{row['event_type']:<10}{cells}{fit:>9.2f}{walk:>10.2f}"
               f"{1000 * walk / max(queries[row['recommender']], 1):>10.3f}")
 

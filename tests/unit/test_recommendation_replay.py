@@ -221,3 +221,14 @@ def test_evaluate_recommendations_reads_the_offline_store_and_logs_to_mlflow(sma
     row = table.to_pylist()[0]
     assert run.data.tags["model_version"] == "3"
     assert run.data.metrics[f"{row['recommender']}.{row['event_type']}.ndcg_at_10"] == pytest.approx(row["ndcg@10"])
+
+
+def test_bad_input_is_rejected_with_the_field_and_what_to_do() -> None:
+    table = events([(1, "view", 1, 10, 1, "h"), (2, "click", 1, 10, 1, "h")])
+    with pytest.raises(ValueError, match="event_type 'click' is not one of"):
+        build_log(table)
+    with pytest.raises(ValueError, match=r"lack the columns \['user_session'\]"):
+        build_log(table.drop_columns(["user_session"]))
+    log = shop()
+    with pytest.raises(ValueError, match="no events before the replay period"):
+        replay(log, [Popularity()], int(log.time[0]), int(log.time[-1]))
