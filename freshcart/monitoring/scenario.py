@@ -95,6 +95,40 @@ def build_scenario(settings: Settings, kind: str, seed: int = 11, users: int = 1
     return Scenario(settings, kind, ONSET, views, model, reference)
 
 
+class ChampionModel:
+    """The registered champion, scoring Arrow rows the way the service's model does."""
+
+    def __init__(self, settings: Settings) -> None:
+        import mlflow.pyfunc
+
+        from freshcart.training.registry import connect
+
+        connect(settings)
+        self.model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model}@champion")
+
+    def predict(self, rows: pa.Table) -> np.ndarray:
+        from freshcart.training.pyfunc import input_frame
+
+        return np.asarray(self.model.predict(input_frame(rows)), dtype=np.float64)
+
+
+def register_champion(scenario: Scenario) -> str:
+    """Train XGBoost on the scenario's pre-onset views through MLflow (reference sample included), make
+    it the champion, and serve the scenario with it from then on; the version."""
+    from freshcart.monitoring.reference import load_reference
+    from freshcart.training.registry import CHAMPION, connect
+    from freshcart.training.train import train_model
+
+    settings = scenario.settings
+    first = scenario.views["event_time"][0].as_py().date()
+    last = (scenario.onset - timedelta(hours=settings.horizon_hours)).date()
+    result = train_model(settings, "xgboost", first, last)
+    connect(settings).set_registered_model_alias(settings.registered_model, CHAMPION, result.version)
+    scenario.model = ChampionModel(settings)
+    scenario.reference = load_reference(settings)
+    return result.version
+
+
 def serve_views(settings: Settings, views: pa.Table, model: Any, start: datetime, end: datetime,
                 version: str = "1") -> int:
     """Score the views of [start, end) and land one /predict record per view; rows landed."""

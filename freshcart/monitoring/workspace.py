@@ -1,0 +1,95 @@
+"""The Evidently workspace under the data dir, its dashboard, and `evidently ui` on loopback.
+
+Project ``freshcart-propensity`` gets one snapshot per judged window. Its dashboard
+is saved whole, once, while the project has none (0.7's ``add_panel`` adds a copy
+of a panel on every call). :func:`start_ui` runs ``evidently ui`` on 127.0.0.1 with
+telemetry off (``DO_NOT_TRACK``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from freshcart.settings import Settings
+
+PROJECT = "freshcart-propensity"
+
+
+def workspace_dir(settings: Settings) -> Path:
+    return settings.data_dir / "monitoring" / "workspace"
+
+
+def dashboard() -> Any:
+    """The project's dashboard: rows, mean score and score drift, drift of the main inputs, AUC, log loss."""
+    from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric
+    from evidently.sdk.panels import counter_panel, line_plot_panel
+
+    def drift(column: str) -> PanelMetric:
+        return PanelMetric(legend=column, metric="ValueDrift", metric_labels={"column": column})
+
+    panels = [
+        counter_panel("Rows in the last window", [PanelMetric(legend="rows", metric="RowCount")], size="half"),
+        line_plot_panel("Mean score", [PanelMetric(legend="mean score", metric="MeanValue",
+                                                   metric_labels={"column": "score"})], size="half"),
+        line_plot_panel("Prediction drift (score)", [drift("score")], size="half"),
+        line_plot_panel("Drift of the top inputs", [drift(c) for c in (
+            "price", "price_vs_reference", "product_unseen", "user_session__session_events",
+            "propensity_on_demand__category_in_user_top3")], size="half"),
+        line_plot_panel("AUC once labelled", [PanelMetric(legend="ROC AUC", metric="RocAuc")], size="half"),
+        line_plot_panel("Log loss once labelled", [PanelMetric(legend="log loss", metric="LogLoss")], size="half"),
+    ]
+    return DashboardModel(tabs=[DashboardTabModel(title="Monitoring", panels=[p.id for p in panels])], panels=panels)
+
+
+def project(settings: Settings) -> tuple[Any, Any]:
+    """The workspace and the project (created with its dashboard on first use)."""
+    from evidently.sdk.models import ProjectModel
+    from evidently.ui.workspace import Workspace
+
+    workspace = Workspace.create(str(workspace_dir(settings)))
+    found = workspace.search_project(PROJECT)
+    chosen = found[0] if found else workspace.add_project(
+        ProjectModel(name=PROJECT, description="FreshCart propensity monitoring"))
+    if not workspace.get_dashboard(chosen.id).panels:
+        workspace.save_dashboard(chosen.id, dashboard())
+    return workspace, chosen
+
+
+def add_snapshot(settings: Settings, report: Any) -> str | None:
+    """Add a judged window's Evidently snapshot to the project, replacing the one an earlier run of the
+    same window added; its id (None when the window had none)."""
+    if getattr(report, "snapshot", None) is None or report.report_path is None:
+        return None
+    workspace, found = project(settings)
+    marker = Path(report.report_path).with_name("snapshot.id")
+    if marker.is_file():
+        workspace.delete_run(found.id, marker.read_text().strip())
+    ref = workspace.add_run(found.id, report.snapshot, name=f"window {report.start.isoformat()}")
+    snapshot_id = str(getattr(ref, "id", ref))
+    marker.write_text(snapshot_id)
+    return snapshot_id
+
+
+def ui_command(settings: Settings, port: int = 8000) -> list[str]:
+    evidently = Path(sys.executable).with_name("evidently")
+    return [str(evidently), "ui", "--host", "127.0.0.1", "--port", str(port), "--workspace",
+            str(workspace_dir(settings))]
+
+
+def start_ui(settings: Settings, port: int = 8000, wait: bool = True) -> subprocess.Popen[bytes]:
+    """Run `evidently ui` on 127.0.0.1:``port`` over the workspace, telemetry off; waits for it unless
+    ``wait`` is False (then the caller owns the process)."""
+    project(settings)
+    env = {**os.environ, "DO_NOT_TRACK": "1"}
+    process = subprocess.Popen(ui_command(settings, port), env=env)
+    if wait:
+        try:
+            process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
+            process.wait(10)
+    return process
