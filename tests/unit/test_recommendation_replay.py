@@ -92,7 +92,10 @@ def test_replay_scores_a_known_ranking_exactly() -> None:
     log = build_log(events([(1, "view", p, 10, 1, "h") for p in (1, 2, 3, 4, 5)]
                            + [(1001, "purchase", 5, 10, 8, "a"), (1002, "cart", 3, 10, 9, "b"),
                               (1003, "purchase", 2, 10, 9, "b")]))
-    table = replay(log, [FixedScores({5: 9.0, 4: 8.0, 3: 7.0, 2: 6.0, 1: 5.0})], START, START + 10_000 * SECOND)
+    calls: list[tuple[str, int, int]] = []
+    table = replay(log, [FixedScores({5: 9.0, 4: 8.0, 3: 7.0, 2: 6.0, 1: 5.0})], START, START + 10_000 * SECOND,
+                   progress=lambda name, done, total: calls.append((name, done, total)))
+    assert calls[-1] == ("fixed", 3, 3)
     rows = {r["event_type"]: r for r in table.to_pylist()}
     purchase, cart = rows["purchase"], rows["cart"]  # purchase ranks 1 and 4; cart rank 3
     assert purchase["queries"] == 2 and cart["queries"] == 1
