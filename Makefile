@@ -88,6 +88,11 @@ MLFLOW_PORT ?= 5000
 mlflow-ui: $(VENV)/.installed ## MLflow tracking UI for the profile's store on http://127.0.0.1:5000 (MLFLOW_PORT)
 	$(PY) -m freshcart.training.ui --port $(MLFLOW_PORT)
 
+EVIDENTLY_PORT ?= 8000
+.PHONY: monitor-ui
+monitor-ui: $(VENV)/.installed ## Evidently UI (project freshcart-propensity) on http://127.0.0.1:8000 (EVIDENTLY_PORT), telemetry off
+	$(PY) -m freshcart.monitoring.workspace --port $(EVIDENTLY_PORT)
+
 # Serving: the BentoML service on loopback with the profile's settings (FRESHCART_* environment).
 SERVE_PORT ?= 3000
 .PHONY: serve bento bento-gpu

@@ -143,15 +143,22 @@ def _figures(reference: Reference, views: pa.Table, labelled: pd.DataFrame | Non
 def monitor_window(settings: Settings, reference: Reference, start: datetime, end: datetime,
                    html: bool = True) -> WindowReport:
     """Judge the window [start, end) against ``reference``; write its rows of the monitoring tables."""
-    started = time.perf_counter()
-    report = WindowReport(start=start, end=end, status="empty", model_version=reference.version)
     table = tables.read_predictions(settings, start, end)
     views = None
     if table is not None:
-        mask = pa.array(np.asarray(table["endpoint"].to_pylist()) == "predict")
-        views = table.filter(mask)
-        report.rows = views.num_rows
-    labelled = read_labels(settings, start)
+        views = table.filter(pa.array(np.asarray(table["endpoint"].to_pylist()) == "predict"))
+    report = judge_rows(settings, reference, start, end, views, read_labels(settings, start), html)
+    _write(settings, report)
+    return report
+
+
+def judge_rows(settings: Settings, reference: Reference, start: datetime, end: datetime, views: pa.Table | None,
+               labelled: pd.DataFrame | None = None, html: bool = True) -> WindowReport:
+    """Judge a window's /predict rows (model inputs and ``score``) against ``reference``; writes only the
+    HTML report (``html``)."""
+    started = time.perf_counter()
+    report = WindowReport(start=start, end=end, status="empty", model_version=reference.version)
+    report.rows = views.num_rows if views is not None else 0
     if views is not None and report.rows >= settings.monitor_min_rows:
         report.status = "judged"
         current = sample_rows(views, settings.monitor_max_rows, seed=int(start.timestamp()))
@@ -181,6 +188,7 @@ def monitor_window(settings: Settings, reference: Reference, start: datetime, en
             report.reasons.append(f"score distribution drifted ({scores[SCORE]:.3f} > {thresholds.values[SCORE]:.3f})")
         report.alarm = bool(report.reasons)
         report.figures = _figures(reference, views, labelled)
+        report.seconds["judge"] = time.perf_counter() - started
         if html:
             rendered = time.perf_counter()
             shown = [v.column for v in report.verdicts if v.kind == "input"][:REPORT_COLUMNS]
@@ -201,7 +209,6 @@ def monitor_window(settings: Settings, reference: Reference, start: datetime, en
         report.status = "too_small"
         report.reasons.append(f"{report.rows} scored views < FRESHCART_MONITOR_MIN_ROWS={settings.monitor_min_rows}")
     report.seconds["total"] = time.perf_counter() - started
-    _write(settings, report)
     return report
 
 

@@ -15,6 +15,8 @@ import pandas as pd
 
 from freshcart.monitoring import labels, report, tables, verdict
 from freshcart.monitoring.reference import load_reference
+from freshcart.monitoring.workspace import add_snapshot
+from freshcart.serving.ingest import ingest_predictions
 from freshcart.settings import Settings, load_settings
 
 
@@ -57,8 +59,6 @@ def _labelled_window(settings: Settings, start: datetime, end: datetime) -> tupl
 
 def land_predictions(timeout_s: float = 120.0) -> dict[str, Any]:
     """Everything on the predictions topic up to its end, landed in the offline store by date."""
-    from freshcart.serving.ingest import ingest_predictions
-
     landed = ingest_predictions(load_settings(), timeout_s=timeout_s)
     return json_safe({"records": landed.records, "rows": landed.rows, "undecodable": landed.undecodable,
             "dates": {d.isoformat(): n for d, n in landed.dates.items()}, "seconds": round(landed.seconds, 2)})
@@ -87,8 +87,6 @@ def report_window(start: str, end: str) -> dict[str, Any]:
     reference = load_reference(settings)
     first, last = _window(settings, start, end)
     judged = report.monitor_window(settings, reference, first, last)
-    from freshcart.monitoring.workspace import add_snapshot
-
     add_snapshot(settings, judged)
     old_first, old_last = _labelled_window(settings, first, last)
     if labels.read_labels(settings, old_first) is not None:

@@ -8,13 +8,14 @@ telemetry off (``DO_NOT_TRACK``).
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from freshcart.settings import Settings
+from freshcart.settings import Settings, load_settings
 
 PROJECT = "freshcart-propensity"
 
@@ -93,3 +94,18 @@ def start_ui(settings: Settings, port: int = 8000, wait: bool = True) -> subproc
             process.terminate()
             process.wait(10)
     return process
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m freshcart.monitoring.workspace [--port N]``: the Evidently UI over the workspace."""
+    parser = argparse.ArgumentParser(description="Evidently UI over FreshCart's monitoring workspace (loopback)")
+    parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    print(f"Evidently UI on http://127.0.0.1:{args.port} (workspace {workspace_dir(settings)})", flush=True)
+    start_ui(settings, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
