@@ -31,10 +31,8 @@ import os
 import signal
 import socket
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -42,16 +40,15 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from freshcart.features.stream import FeatureRow
 from freshcart.kafka_io import changelog_topic, ensure_topics, make_producer
 from freshcart.schema import BROKER_MAX_MESSAGE_BYTES, TimeBounds
 from freshcart.settings import Settings
-from freshcart.stream.changelog import ChangelogLost, ChangelogReader, ChangelogWriter, encode_changes
-from freshcart.stream.checkpoint import CheckpointStore
+from freshcart.stream.changelog import ChangelogLost, ChangelogReader, encode_changes
 from freshcart.stream.dlq import dead_letter_headers
 from freshcart.stream.metrics import StreamMetrics, status_dir, write_status
 from freshcart.stream.processor import NEVER, PRODUCT, USER, Forwarded, ProductTask, UserTask, encode_forwarded
 from freshcart.stream.restore import restore_partitions
+from freshcart.stream.slots import InFlight, RunSummary, Slot, close_slot, state_dir
 from freshcart.stream.sinks import OfflineWriter, OnlineWriter, group_by_view, online_writer, rows_to_table
 
 log = logging.getLogger("freshcart.stream")
@@ -68,61 +65,6 @@ and joins again (a member that never gets its assignment would otherwise wait fo
 
 class StreamError(RuntimeError):
     """The processor cannot go on (bad configuration, a write that keeps failing)."""
-
-
-def state_dir(settings: Settings) -> Path:
-    return settings.data_dir / "stream" / "state" / settings.stream_group
-
-
-@dataclass
-class Slot:
-    """A partition this process owns: its task, changelog producer, cache file and what waits to be written."""
-
-    tp: TopicPartition
-    task: UserTask | ProductTask
-    store: CheckpointStore
-    changelog: ChangelogWriter
-    saved_offset: int = 0  # the next offset that the changelog holds
-    full_snapshot: bool = False  # the changelog lacks the state: the next checkpoint writes all of it
-    pending: dict[tuple[str, tuple], FeatureRow] = field(default_factory=dict)  # online, latest per key
-    replayed: dict[tuple[str, tuple], FeatureRow] = field(default_factory=dict)  # offline only (already online)
-    changed: set[int] = field(default_factory=set)  # users / products whose rows are computed when written
-    changed_replayed: set[int] = field(default_factory=set)
-    produced_ms: list[int] = field(default_factory=list)  # of the events in ``pending``
-    offline: list[FeatureRow] = field(default_factory=list)
-    offline_from: int = 0  # the offset the offline rows start at
-
-    @property
-    def stage(self) -> str:
-        return self.task.kind
-
-
-@dataclass
-class InFlight:
-    """The online write running on the writer thread, and what to record once it has ended."""
-
-    future: Future
-    marks: list[tuple[Slot, int, list[int]]]  # (slot, offset written up to, produce times of its events)
-    rows: int
-
-
-@dataclass
-class RunSummary:
-    consumed: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-    rows_written: int = 0
-    seconds: float = 0.0
-    first_message: float | None = None  # monotonic time of the first message
-    last_write: float | None = None  # monotonic time the last online write ended
-
-    @property
-    def busy_seconds(self) -> float:
-        """From the first message to the last online write (startup and idle time excluded)."""
-        if self.first_message is None or self.last_write is None:
-            return 0.0
-        return max(1e-9, self.last_write - self.first_message)
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -297,7 +239,7 @@ class StreamProcessor:
         """A partition whose changelog this process may no longer write: drop its state, restore it anew."""
         log.warning("%s-%d: %s; restoring it again", tp.topic, tp.partition, reason)
         slot = self.slots.pop(tp)
-        _close_slot(slot)
+        close_slot(slot)
         self.restoring.add(tp)
         if self.consumer is not None:
             self.consumer.pause(tp)
@@ -306,7 +248,7 @@ class StreamProcessor:
         """Forget partitions parked by a rebalance, and the events they would forward: their next owner
         resumes from their checkpoints."""
         for slot in self.parked.values():
-            _close_slot(slot)
+            close_slot(slot)
         self.parked = {}
         self.forward = {k: v for k, v in self.forward.items()
                         if TopicPartition(self.settings.events_topic, k[1]) in self.slots}
@@ -325,7 +267,7 @@ class StreamProcessor:
             if slot is None:
                 continue
             if lost:
-                _close_slot(slot)
+                close_slot(slot)
             else:
                 self.parked[tp] = slot
         if self.unassigned_since is None:
@@ -615,16 +557,11 @@ class StreamProcessor:
             self.producer.close(timeout=10)
             self.producer = None
         for slot in [*self.slots.values(), *self.parked.values()]:
-            _close_slot(slot)
+            close_slot(slot)
         self.slots, self.parked, self.restoring = {}, {}, set()
         if self.reader is not None:
             self.reader.close()
             self.reader = None
-
-
-def _close_slot(slot: Slot) -> None:
-    slot.store.close()
-    slot.changelog.close()
 
 
 def install_signal_handlers(processor: StreamProcessor) -> None:
