@@ -8,7 +8,7 @@ order ``freshcart --help`` lists them.
 
 from __future__ import annotations
 
-from freshcart.cli import config, demo, features, ingest, services, simulate, stream, train
+from freshcart.cli import config, demo, features, ingest, recommend, services, simulate, stream, train
 from freshcart.cli.root import app, main
 
 app.command("ingest-file")(ingest.ingest_file)
@@ -19,6 +19,7 @@ app.command("train")(train.train)
 app.command("evaluate")(train.evaluate)
 app.command("promote")(train.promote)
 app.command("rollback")(train.rollback)
+app.command("evaluate-recommendations")(recommend.evaluate_recommendations)
 app.add_typer(services.services_app, name="services")
 app.add_typer(config.config_app, name="config")
 app.add_typer(features.features_app, name="features")

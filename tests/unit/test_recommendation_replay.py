@@ -235,3 +235,24 @@ def test_bad_input_is_rejected_with_the_field_and_what_to_do() -> None:
     log = shop()
     with pytest.raises(ValueError, match="no events before the replay period"):
         replay(log, [Popularity()], int(log.time[0]), int(log.time[-1]))
+
+
+def test_cli_prints_the_table_and_names_a_bad_interval(small_simulation: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from freshcart.cli import app
+
+    monkeypatch.setenv("FRESHCART_DATA_DIR", str(tmp_path))
+    settings = load_settings(profile="local", data_dir=tmp_path)
+    shutil.copytree(small_simulation, settings.offline_events_dir, ignore=shutil.ignore_patterns("_truth"))
+    days = sorted(p.name.split("=")[1] for p in settings.offline_events_dir.glob("event_date=*"))
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate-recommendations", "--start", days[3], "--no-log-to-mlflow"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0] + " " + line.split()[1] for line in result.output.splitlines()
+             if line.strip() and line.split()[0] in ("popularity", "trending", "item-knn", "sknn")}
+    assert lines == {f"{r} {e}" for r in ("popularity", "trending", "item-knn", "sknn") for e in ("purchase", "cart")}
+    assert "oracle" not in result.output  # no simulator truth in this data dir
+    bad = runner.invoke(app, ["evaluate-recommendations", "--start", days[3], "--end", days[2]])
+    assert bad.exit_code == 1 and "must be after start" in bad.output
