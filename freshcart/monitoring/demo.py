@@ -42,7 +42,8 @@ def run_monitoring_demo(settings: Settings, console: Any, kind: str = "bot_traff
 
     began = time.perf_counter()
     shop = load_settings(data_dir=settings.data_dir / "monitoring-demo", profile="local",
-                         training_threads=settings.training_threads, retrain_cooldown_hours=6)
+                         training_threads=settings.training_threads, retrain_cooldown_hours=6,
+                         training_validation_share=0.25, training_holdout_share=0.25)  # a full day of reference
     scenario = build_scenario(shop, kind, days=13)
     before = register_champion(scenario)
     console.print(f"champion v{before} trained before the drift; {kind} starts at {scenario.onset:%Y-%m-%d %H:%M}")
