@@ -15,9 +15,13 @@ Tasks: `build_training_set` (point-in-time training set of the interval) ->
 `freshcart-propensity`; a type left out of `models` is skipped) -> `evaluate`
 (the better of the two on the promotion metric gets the alias `challenger`) ->
 `promote` (the challenger becomes `champion` only if it beats the champion on the
-same holdout by the margin; the decision is recorded on the model version).
+same holdout by the margin; the decision is recorded on the model version) ->
+`evaluate_recommendations` (the last day's purchases and carts replayed point in time against
+popularity, trending, item-kNN, session-kNN and the oracle; the table is logged to MLflow with
+the champion's version).
 
-Logic: `freshcart.pipeline.build_training_set`, `train_model`, `evaluate_models`, `promote_challenger`.
+Logic: `freshcart.pipeline.build_training_set`, `train_model`, `evaluate_models`, `promote_challenger`,
+`evaluate_recommendations`.
 """
 
 from __future__ import annotations
@@ -106,5 +110,12 @@ with DAG(
 
         return pipeline.promote_challenger()
 
+    @task
+    def evaluate_recommendations(built: dict[str, Any], promoted: dict[str, Any]) -> dict[str, Any]:
+        """Replay the last day's purchases and carts: the baselines' NDCG@10 and recall, logged to MLflow."""
+        from freshcart import pipeline
+
+        return pipeline.evaluate_recommendations(built["end"], promoted.get("champion_after"))
+
     built = build_training_set()
-    promote(evaluate(train_xgboost(built), train_din(built)))
+    evaluate_recommendations(built, promote(evaluate(train_xgboost(built), train_din(built))))

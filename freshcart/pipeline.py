@@ -255,3 +255,20 @@ def promote_challenger() -> dict[str, Any]:
     from freshcart.training.promote import promote
 
     return summarize(promote(load_settings()))
+
+
+def evaluate_recommendations(end: str, champion_version: str | None = None) -> dict[str, Any]:
+    """Replay the purchases and add-to-carts of the day before ``end`` (the newest labelled day of a
+    training interval) against the baselines, log the table to MLflow with the champion's version, and
+    return each recommender's NDCG@10 and candidate recall@100 per event type."""
+    from freshcart.recommendation.replay import evaluate_recommendations as replay
+    from freshcart.recommendation.tracking import log_to_mlflow
+    from freshcart.settings import load_settings
+
+    settings = load_settings()
+    last = parse_instant(end, "end").date()
+    table = replay(settings, last - timedelta(days=1), last)
+    run_id = log_to_mlflow(settings, table, model_version=champion_version)
+    return {"run_id": run_id, "day": (last - timedelta(days=1)).isoformat(),
+            "ndcg_at_10": {f"{r['recommender']}.{r['event_type']}": r["ndcg@10"] for r in table.to_pylist()},
+            "recall_at_100": {f"{r['recommender']}.{r['event_type']}": r["recall@100"] for r in table.to_pylist()}}

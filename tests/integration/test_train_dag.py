@@ -50,7 +50,8 @@ def test_train_evaluate_trains_both_models_and_registers_a_champion(tmp_path: Pa
     with sqlite3.connect(home / "airflow.db") as db:
         states = dict(db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = 'train_evaluate'"))
     assert states == {name: "success" for name in
-                      ("build_training_set", "train_xgboost", "train_din", "evaluate", "promote")}
+                      ("build_training_set", "train_xgboost", "train_din", "evaluate", "promote",
+                       "evaluate_recommendations")}
 
     from freshcart.training.registry import CHAMPION, connect, version_by_alias
 
@@ -59,5 +60,8 @@ def test_train_evaluate_trains_both_models_and_registers_a_champion(tmp_path: Pa
     assert sorted(v.tags["model_type"] for v in versions) == ["din", "xgboost"]
     champion = version_by_alias(client, settings.registered_model, CHAMPION)
     assert champion is not None and champion.tags["promotion.action"] == "promoted"
+    replays = client.search_runs([client.get_experiment_by_name(settings.mlflow_experiment).experiment_id],
+                                 "tags.model_version = '" + str(champion.version) + "'")
+    assert len(replays) == 1 and "item-knn.purchase.ndcg_at_10" in replays[0].data.metrics
     built = pq.read_metadata(settings.data_dir / "training" / f"propensity_{first}_{last}.parquet")
     assert built.num_rows == table.num_rows  # the DAG rebuilt the same training set
