@@ -97,8 +97,7 @@ monitor-ui: $(VENV)/.installed ## Evidently UI (project freshcart-propensity) on
 SERVE_PORT ?= 3000
 .PHONY: serve bento bento-gpu
 serve: $(VENV)/.installed ## The scoring service (bentoml serve in bentos/) on http://127.0.0.1:3000 (SERVE_PORT)
-	cd bentos && FRESHCART_SERVING_PORT=$(SERVE_PORT) BENTOML_DO_NOT_TRACK=True OMP_NUM_THREADS=1 \
-	  ../$(PY) -m bentoml serve service:FreshCartScoring --host 127.0.0.1 --port $(SERVE_PORT)
+	$(FRESHCART) serve --port $(SERVE_PORT)
 
 bento: $(VENV)/.installed ## Build the scoring service's bento (repository root as build context); then `bentoml containerize`
 	$(PY) -c "from freshcart.serving.bento import build_bento; b = build_bento('cpu'); print(b.tag, b.dockerfile)"

@@ -8,7 +8,8 @@ order ``freshcart --help`` lists them.
 
 from __future__ import annotations
 
-from freshcart.cli import config, demo, features, ingest, recommend, services, simulate, stream, train
+from freshcart.cli import (config, demo, features, ingest, monitor, recommend, serve, services, simulate, stream,
+                           train)
 from freshcart.cli.root import app, main
 
 app.command("ingest-file")(ingest.ingest_file)
@@ -20,9 +21,12 @@ app.command("evaluate")(train.evaluate)
 app.command("promote")(train.promote)
 app.command("rollback")(train.rollback)
 app.command("evaluate-recommendations")(recommend.evaluate_recommendations)
+app.command("serve")(serve.serve)
 app.add_typer(services.services_app, name="services")
 app.add_typer(config.config_app, name="config")
 app.add_typer(features.features_app, name="features")
 app.add_typer(stream.stream_app, name="stream")
+app.add_typer(monitor.monitor_app, name="monitor")
+app.add_typer(serve.predictions_app, name="predictions")
 
 __all__ = ["app", "main"]

@@ -4,8 +4,11 @@ Simulates a week of shop traffic, replays a slice of it through the Kafka
 broker and consumes it back, lands and ingests the week into the offline
 store, builds the feature tables, applies the Feast repository, materialises
 the online store and reads a few rows back, builds a training set, trains and
-registers a champion model, and finally runs the stream processor on live traffic,
-showing one shopper's online features change as their session goes on.
+registers a champion model, runs the stream processor on live traffic (one
+shopper's online features change as their session goes on), starts the scoring
+service (that shopper's recommendations move with their next clicks), and closes
+the loop: drift injected, the monitoring verdict, the retraining it triggers and the
+new champion served. Each step says how long it took.
 """
 
 from __future__ import annotations
@@ -118,6 +121,23 @@ def _features(settings: Settings, console: Console, start: date, end: date) -> N
     console.print(table)
 
 
+class Steps:
+    """The demo's step headers; each step ends with how long it took, and the demo with the total."""
+
+    def __init__(self, console: Console) -> None:
+        self.console, self.began, self.current = console, time.perf_counter(), None
+
+    def start(self, title: str | None) -> None:
+        now = time.perf_counter()
+        if self.current is not None:
+            self.console.print(f"[dim]({self.current[0]} took {now - self.current[1]:.1f}s)[/dim]", highlight=False)
+        self.current = (title.split(".")[0], now) if title else None
+        if title:
+            self.console.rule(title)
+        else:
+            self.console.print(f"[dim](the demo took {now - self.began:.0f}s)[/dim]", highlight=False)
+
+
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, clock(), tzinfo=timezone.utc)
 
@@ -126,13 +146,14 @@ def run_demo(settings: Settings, console: Console) -> None:
     """Every step of the demo in order, printing to ``console``."""
     import pyarrow.compute as pc
 
+    steps = Steps(console)
     from freshcart.features.training_set import build_training_set
     from freshcart.simulator import SimulationConfig, iter_records, oracle_auc_from_dir, write_simulation
     from freshcart.storage import read_events
 
     config = SimulationConfig(seed=DEMO_SEED, horizon_hours=settings.horizon_hours)
     out_dir = settings.simulation_dir
-    console.rule("1. simulate a week of traffic")
+    steps.start("1. simulate a week of traffic")
     summary = write_simulation(config, out_dir)
     events = read_events(out_dir, columns=["event_id", "event_time", "event_type", "user_id",
                                             "product_id", "user_session"])
@@ -148,7 +169,7 @@ def run_demo(settings: Settings, console: Console) -> None:
     console.print(f"{users:,} shoppers, {sessions:,} sessions, {products:,} products seen")
     console.print(f"oracle AUC (best achievable propensity ranking): {oracle_auc_from_dir(out_dir, config.horizon_hours):.4f}")
 
-    console.rule("2. replay a slice through Kafka")
+    steps.start("2. replay a slice through Kafka")
     records = list(itertools.islice(iter_records(config), REPLAY_EVENTS))
     result = replay_through_kafka(settings, records)
     console.print(
@@ -158,13 +179,13 @@ def run_demo(settings: Settings, console: Console) -> None:
         f"identical ids and contents: {'yes' if result.identical else 'NO'}"
     )
 
-    console.rule("3. land and ingest into the offline store")
+    steps.start("3. land and ingest into the offline store")
     start, end = _offline_store(settings, console, out_dir)
 
-    console.rule("4. features: tables, feast apply, materialise, online rows")
+    steps.start("4. features: tables, feast apply, materialise, online rows")
     _features(settings, console, start, end)
 
-    console.rule("5. a point-in-time training set")
+    steps.start("5. a point-in-time training set")
     day = end - timedelta(days=3)
     path = settings.data_dir / "training" / f"propensity_{day}.parquet"
     _, report = build_training_set(settings, day, day + timedelta(days=1), path)
@@ -172,15 +193,26 @@ def run_demo(settings: Settings, console: Console) -> None:
                   f"bought within {settings.horizon_hours:g} h), {len(report.feature_columns)} features "
                   f"as of strictly before each view, in {report.seconds:.1f}s -> {path}")
 
-    console.rule("6. train, evaluate, register a champion")
+    steps.start("6. train, evaluate, register a champion")
     from freshcart.training.demo import train_demo
 
     train_demo(settings, console, start + timedelta(days=1), end - timedelta(days=2))
 
-    console.rule("7. real time: the stream processor while shoppers click")
+    steps.start("7. real time: the stream processor while shoppers click")
     from freshcart.stream.demo import run_live
 
     run_live(settings, console, config)
+
+    steps.start("8. serving: the champion recommends, the stream moves it")
+    from freshcart.serving.demo import run_serving_demo
+
+    run_serving_demo(settings, console)
+
+    steps.start("9. the loop: drift, verdict, retraining, a new champion served")
+    from freshcart.monitoring.demo import run_monitoring_demo
+
+    run_monitoring_demo(settings, console)
+    steps.start(None)
 
     console.rule("where things are")
     console.print(f"simulation  {out_dir}/event_date=YYYY-MM-DD/ (truth in _truth/)")
@@ -193,5 +225,5 @@ def run_demo(settings: Settings, console: Console) -> None:
 
 
 def demo_command() -> None:
-    """The main job end to end: simulate, replay through Kafka, ingest, build features, apply, materialise, train set (`make demo`)."""
+    """The main job end to end: simulate, Kafka, ingest, features, train, stream, serve, monitor and retrain (`make demo`)."""
     run_demo(settings_or_exit(), stdout)

@@ -73,3 +73,7 @@ def test_drift_triggers_one_retraining_then_the_cooldown_holds(tmp_path: Path, s
     assert len(runs) == 1 and runs[0][0] == decisions["run_id"].iloc[0]
     conf = json.loads(runs[0][1]) if isinstance(runs[0][1], str) else runs[0][1]
     assert conf["reason"] == decisions["reason"].iloc[0] and "figures" in conf
+    status = subprocess.run([str(AIRFLOW.with_name("freshcart")), "monitor", "status"], env=env, text=True,
+                            capture_output=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert "monitoring decisions" in status.stdout and "cooldown" in status.stdout
