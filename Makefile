@@ -61,13 +61,17 @@ test: setup ## Unit and integration tests against real servers (starts and stops
 test-unit: setup ## Unit tests only (no servers)
 	$(PY) -m pytest tests/unit -q
 
-bench: setup ## Benchmarks: simulator, materialisation rows/s, 1 M-example training set, stream, model training
+bench: setup ## Benchmarks: simulator, materialisation, training set, stream and its restore, training, serving, monitoring, replay
 	$(PY) bench/bench_simulator.py
 	@if [ -f bench/bench_materialize.py ]; then $(PY) bench/bench_materialize.py; fi
 	$(PY) bench/bench_training_set.py
 	FRESHCART_PROFILE=production $(FRESHCART) services up
 	$(PY) bench/bench_stream.py
+	$(PY) bench/bench_stream_restore.py
 	$(PY) bench/bench_training.py
+	$(PY) bench/bench_serving.py
+	$(PY) bench/bench_monitoring.py
+	$(PY) bench/bench_recommendation.py
 
 clean: services-down ## Remove generated data (keeps the environment)
 	rm -rf data

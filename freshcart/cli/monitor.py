@@ -76,19 +76,28 @@ def verdict(start: str = typer.Option(..., help=WINDOW_HELP.format("start")),
     _show(_run(decide, instant(start, "--start").isoformat(), instant(end, "--end").isoformat()))
 
 
+SHOWN = {
+    "windows": ("window_start", "status", "rows", "model_version", "drifted_share", "score_drift", "alarm", "reasons"),
+    "decisions": ("window_start", "action", "trigger", "reason"),
+}
+"""The columns `freshcart monitor status` shows of each table (all of them are in the Parquet tables)."""
+
+
 @monitor_app.command("status")
 def status(last: int = typer.Option(12, min=1, help="How many of the newest windows and decisions to show.")) -> None:
     """The newest judged windows (drifted share, alarms) and retraining decisions with their reasons."""
-    from freshcart.monitoring.tables import read_table
+    from freshcart.monitoring.tables import read_table, table_path
 
     settings = settings_or_exit()
-    for name in ("windows", "decisions"):
+    for name, wanted in SHOWN.items():
         frame = read_table(settings, name)
         if frame.empty:
             console.print(f"no {name} recorded yet (the monitor_model DAG or `freshcart monitor window` writes them)")
             continue
-        frame = frame.tail(last)
-        table = Table(*map(str, frame.columns), title=f"monitoring {name} (newest {len(frame)})")
+        frame = frame[[c for c in wanted if c in frame.columns]].tail(last)
+        table = Table(*frame.columns, title=f"monitoring {name} (newest {len(frame)}; all columns in "
+                      f"{table_path(settings, name)})")
+        table.columns[-1].overflow = "fold"
         for row in frame.itertuples(index=False):
             table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
         console.print(table)

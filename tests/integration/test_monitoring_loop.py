@@ -76,4 +76,4 @@ def test_drift_triggers_one_retraining_then_the_cooldown_holds(tmp_path: Path, s
     status = subprocess.run([str(AIRFLOW.with_name("freshcart")), "monitor", "status"], env=env, text=True,
                             capture_output=True, timeout=120)
     assert status.returncode == 0, status.stderr
-    assert "monitoring decisions" in status.stdout and "cooldown" in status.stdout
+    assert "monitoring decisions" in status.stdout and "retrain" in status.stdout and "cooldown" in status.stdout
