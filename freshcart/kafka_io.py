@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Iterator
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from freshcart.privacy.pseudonym import Pseudonymiser
 from freshcart.schema import BROKER_MAX_MESSAGE_BYTES
 from freshcart.settings import Settings
 
@@ -82,9 +83,15 @@ def produce(
     messages: Iterable[tuple[bytes | None, bytes]],
     rate: float | None = None,
     progress: Callable[[int], None] | None = None,
+    pseudonymiser: Pseudonymiser | None = None,
 ) -> ProduceSummary:
-    """Send (key, value) pairs, paced at ``rate`` messages/s when given; flush at the end."""
+    """Send (key, value) pairs, paced at ``rate`` messages/s when given; flush at the end.
+
+    With a ``pseudonymiser`` (event messages: key the user id, value its JSON) the user id of each message
+    is replaced by its pseudonym before it is sent."""
     started = time.perf_counter()
+    if pseudonymiser is not None:
+        messages = pseudonymiser.messages(messages)
     sent = 0
     for key, value in messages:
         producer.send(topic, key=key, value=value)

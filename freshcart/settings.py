@@ -252,6 +252,16 @@ class Settings(BaseSettings):
         3600, ge=0, description="Events later than now plus this many seconds are rejected."
     )
 
+    # Privacy (freshcart/privacy/, README "Privacy")
+    pseudonymise: bool = Field(
+        False, description="Map every source user id to a keyed-hash pseudonym at the edge (file ingestion, landing, "
+        "the Kafka producer helper, the scoring service's requests); nothing past the edge holds a raw id.",
+    )
+    id_key: SecretStr | None = Field(
+        None, description="Key of the user id pseudonyms (HMAC-SHA-256), at least 16 characters; unset: generated at "
+        "first use into <data_dir>/secrets/id_key (mode 0600). Every process that maps ids needs the same key.",
+    )
+
     @field_validator("event_time_floor")
     @classmethod
     def _floor_is_utc(cls, value: datetime) -> datetime:

@@ -8,8 +8,8 @@ order ``freshcart --help`` lists them.
 
 from __future__ import annotations
 
-from freshcart.cli import (config, demo, features, ingest, monitor, recommend, serve, services, simulate, stream,
-                           train)
+from freshcart.cli import (config, demo, features, ingest, monitor, privacy, recommend, serve, services, simulate,
+                           stream, train)
 from freshcart.cli.root import app, main
 
 app.command("ingest-file")(ingest.ingest_file)
@@ -28,5 +28,6 @@ app.add_typer(features.features_app, name="features")
 app.add_typer(stream.stream_app, name="stream")
 app.add_typer(monitor.monitor_app, name="monitor")
 app.add_typer(serve.predictions_app, name="predictions")
+app.add_typer(privacy.privacy_app, name="privacy")
 
 __all__ = ["app", "main"]

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from freshcart.privacy.pseudonym import Pseudonymiser, PseudonymKeyError, pseudonymiser_for
 from freshcart.settings import ConfigError, Settings, load_settings
 
 console = Console(soft_wrap=True)
@@ -73,6 +74,14 @@ def settings_or_exit() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
+        fail(str(exc), 2)
+
+
+def pseudonymiser_or_exit(settings: Settings) -> Pseudonymiser | None:
+    """The pseudonymiser when FRESHCART_PSEUDONYMISE is on (None when off); an unusable key exits 2."""
+    try:
+        return pseudonymiser_for(settings)
+    except (PseudonymKeyError, OSError) as exc:
         fail(str(exc), 2)
 
 

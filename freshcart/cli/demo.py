@@ -69,8 +69,10 @@ def _offline_store(settings: Settings, console: Console, sim_dir: Path) -> tuple
     """Land the simulation by arrival date and ingest every arrival date into the offline store."""
     from freshcart.ingestion.interval_ingest import ingest_interval
     from freshcart.ingestion.landing import land_simulation
+    from freshcart.privacy.pseudonym import pseudonymiser_for
 
-    landed = land_simulation(sim_dir, settings.landing_dir, late_share=LATE_SHARE, seed=DEMO_SEED)
+    landed = land_simulation(sim_dir, settings.landing_dir, late_share=LATE_SHARE, seed=DEMO_SEED,
+                             pseudonymiser=pseudonymiser_for(settings))
     first, last = min(landed.arrival_dates), max(landed.arrival_dates)
     console.print(f"landed {landed.events:,} events in {settings.landing_dir} "
                   f"({landed.late:,} arriving 1-2 days late)")

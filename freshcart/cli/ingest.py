@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from freshcart.cli.common import console, err, fail, interval, settings_or_exit
+from freshcart.cli.common import console, err, fail, interval, pseudonymiser_or_exit, settings_or_exit
 
 
 def ingest_file(
@@ -31,6 +31,7 @@ def ingest_file(
     if fmt not in FORMATS:
         fail(f"--format {fmt!r} is not supported; use one of {', '.join(FORMATS)}", 2)
     out_dir = out or settings.offline_events_dir
+    pseudonymiser = pseudonymiser_or_exit(settings)
     bounds = TimeBounds.around(datetime.now(timezone.utc), settings.event_time_floor, settings.max_future_seconds)
     size = path.stat().st_size if path.is_file() else None
     columns = [*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TimeRemainingColumn()]
@@ -38,7 +39,7 @@ def ingest_file(
         task = bar.add_task(f"reading {path.name}", total=size)
         try:
             report = load_file(path, fmt, out_dir, bounds, settings.session_gap_minutes * 60,
-                               progress=lambda n: bar.advance(task, n))
+                               progress=lambda n: bar.advance(task, n), pseudonymiser=pseudonymiser)
         except (LoadError, OSError) as exc:
             fail(str(exc))
     console.print(f"read {report.rows_read:,} rows from {path} ({fmt}) in {report.seconds:.1f}s")

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from freshcart.cli.common import console, err, fail, instant, settings_or_exit, utc_day
+from freshcart.cli.common import console, err, fail, instant, pseudonymiser_or_exit, settings_or_exit, utc_day
 
 
 def simulate(
@@ -67,7 +67,8 @@ def simulate(
     else:
         _simulate_to_parquet(config, out or settings.simulation_dir, overwrite)
         if landing:
-            _land(out or settings.simulation_dir, settings.landing_dir, late_share, config.seed)
+            _land(out or settings.simulation_dir, settings.landing_dir, late_share, config.seed,
+                  pseudonymiser_or_exit(settings))
 
 
 def _progress(unit: str) -> Progress:
@@ -93,10 +94,10 @@ def _simulate_to_parquet(config, out_dir: Path, overwrite: bool) -> None:
         console.print(f"  {kind:<17} {count:>12,}  {count / max(total, 1):7.2%}")
 
 
-def _land(sim_dir: Path, landing_dir: Path, late_share: float, seed: int) -> None:
+def _land(sim_dir: Path, landing_dir: Path, late_share: float, seed: int, pseudonymiser) -> None:
     from freshcart.ingestion.landing import land_simulation
 
-    summary = land_simulation(sim_dir, landing_dir, late_share=late_share, seed=seed)
+    summary = land_simulation(sim_dir, landing_dir, late_share=late_share, seed=seed, pseudonymiser=pseudonymiser)
     first, last = summary.arrival_dates[0], summary.arrival_dates[-1]
     console.print(f"landed {summary.events:,} events ({summary.late:,} late) in {len(summary.files)} files, "
                   f"arrival dates {first} .. {last} -> {landing_dir}")
@@ -111,6 +112,7 @@ def _simulate_to_kafka(settings, config, rate: float | None, limit: int | None, 
     if limit is not None:
         records = itertools.islice(records, limit)
     messages = ((key, value) for key, value, _ in inject_faults(records, fault_share, seed=config.seed))
+    pseudonymiser = pseudonymiser_or_exit(settings)
     try:
         producer = make_producer(settings)
     except Exception as exc:  # kafka-python raises NoBrokersAvailable and friends
@@ -118,7 +120,7 @@ def _simulate_to_kafka(settings, config, rate: float | None, limit: int | None, 
     with _progress("events") as bar:
         task = bar.add_task(f"producing to {settings.events_topic}", total=limit)
         summary = produce(producer, settings.events_topic, messages, rate=rate,
-                          progress=lambda n: bar.advance(task, n))
+                          progress=lambda n: bar.advance(task, n), pseudonymiser=pseudonymiser)
     producer.close()
     console.print(f"produced {summary.messages:,} messages to {settings.events_topic} in "
                   f"{summary.seconds:.1f}s ({summary.rate:,.0f}/s)")

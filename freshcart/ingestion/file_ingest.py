@@ -29,6 +29,7 @@ from freshcart.ingestion.formats import DEFAULT_BLOCK_BYTES, SPECS, read_raw
 from freshcart.schema import ARROW_SCHEMA, EVENT_TYPES, TimeBounds
 from freshcart.ingestion.sessions import Sessionizer, row_hash_ids
 from freshcart.ingestion.validation import validate_table
+from freshcart.privacy.pseudonym import Pseudonymiser
 
 REJECTS_SCHEMA = pa.schema(
     [("line", pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("record", pa.string())]
@@ -131,8 +132,13 @@ def ingest_file(
     session_gap_seconds: int = 1800,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     progress: Callable[[int], None] | None = None,
+    pseudonymiser: Pseudonymiser | None = None,
 ) -> IngestReport:
-    """Load ``path`` (in format ``fmt``) into date partitions under ``out_dir``."""
+    """Load ``path`` (in format ``fmt``) into date partitions under ``out_dir``.
+
+    With a ``pseudonymiser`` every valid user id is replaced by its pseudonym as the rows are read, before
+    event ids and sessions are derived from them, so neither the events nor the rejects hold a raw id.
+    """
     started = time.perf_counter()
     spec = SPECS[fmt]
     report = IngestReport(source=path, fmt=fmt, out_dir=out_dir)
@@ -145,6 +151,8 @@ def ingest_file(
     try:
         for chunk_no, raw in enumerate(read_raw(path, fmt, block_bytes, progress)):
             report.rows_read += raw.num_rows
+            if pseudonymiser is not None:
+                raw = pseudonymiser.table(raw)
             raw = _add_event_ids(raw, fmt)
             checked = validate_table(raw, bounds, spec.time_format, derived=derived)
             rejects.write(checked.rejects)

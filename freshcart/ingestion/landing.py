@@ -14,6 +14,7 @@ raw message values (for the tests and the stream archive).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -27,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from freshcart.privacy.pseudonym import Pseudonymiser
 from freshcart.schema import Event, format_time
 from freshcart.storage import list_partitions, read_partition
 
@@ -72,7 +74,8 @@ def _late_mask(n: int, event_date: date, late_share: float, seed: int) -> tuple[
     return late, delay
 
 
-def land_simulation(sim_dir: Path, landing_dir: Path, late_share: float = 0.0, seed: int = 0) -> LandingSummary:
+def land_simulation(sim_dir: Path, landing_dir: Path, late_share: float = 0.0, seed: int = 0,
+                    pseudonymiser: Pseudonymiser | None = None) -> LandingSummary:
     """Copy a simulation's events into the landing zone, by arrival date.
 
     Each event date of ``sim_dir`` (the ``event_date=`` partitions; ``_truth`` is
@@ -81,7 +84,8 @@ def land_simulation(sim_dir: Path, landing_dir: Path, late_share: float = 0.0, s
     ``arrival_date=<later>/late-<event date>.parquet``. Every date from the first
     to the last arrival gets a folder (empty where nothing arrived). Re-landing the same
     simulation with the same arguments writes the same files; late files of an
-    earlier landing of the same event date are removed first.
+    earlier landing of the same event date are removed first. With a ``pseudonymiser`` the user ids are
+    replaced by their pseudonyms before anything is written.
     """
     if not 0.0 <= late_share <= 1.0:
         raise ValueError(f"late_share={late_share!r} is out of range; give a fraction between 0 and 1")
@@ -96,7 +100,10 @@ def land_simulation(sim_dir: Path, landing_dir: Path, late_share: float = 0.0, s
     arrivals: set[date] = set()
     for day in days:
         events = read_partition(sim_dir, day)
-        assert events is not None  # list_partitions only names folders with files
+        if events is None:  # list_partitions only names folders with files
+            continue
+        if pseudonymiser is not None:
+            events = pseudonymiser.table(events)
         for stale in landing_dir.glob(f"{ARRIVAL_KEY}=*/{late_file_name(day)}"):
             stale.unlink()
         late, delay = _late_mask(events.num_rows, day, late_share, seed)
@@ -125,8 +132,15 @@ def land_simulation(sim_dir: Path, landing_dir: Path, late_share: float = 0.0, s
     return summary
 
 
-def _message_bytes(record: bytes | str | Mapping[str, Any] | Event) -> bytes:
+def _message_bytes(record: bytes | str | Mapping[str, Any] | Event, pseudonymiser: Pseudonymiser | None) -> bytes:
     """One record as a single line of message bytes (no line break inside)."""
+    if pseudonymiser is not None:
+        if isinstance(record, Event):
+            record = dataclasses.replace(record, user_id=pseudonymiser.user_id(record.user_id))
+        elif isinstance(record, Mapping):
+            record = pseudonymiser.record(record)
+        elif isinstance(record, (str, bytes)):
+            record = pseudonymiser.message(None, record.encode() if isinstance(record, str) else record)[1]
     if isinstance(record, Event):
         value = record.to_json()
     elif isinstance(record, Mapping):
@@ -148,12 +162,14 @@ def write_landing_jsonl(
     landing_dir: Path,
     arrival_date: date,
     name: str,
+    pseudonymiser: Pseudonymiser | None = None,
 ) -> Path:
     """Write ``records`` as JSON Lines to ``arrival_date=<date>/<name>.jsonl`` (replacing it).
 
     Events and dicts are written as :meth:`Event.to_json` would; ``str``/``bytes``
     are raw message values, written as they are (malformed ones included), so
-    the ingest sees exactly what the stream received.
+    the ingest sees exactly what the stream received. With a ``pseudonymiser`` each record's user id is
+    replaced by its pseudonym (a raw value that is not a JSON object with a valid user id is written as it is).
     """
     file_name = name if name.endswith(".jsonl") else f"{name}.jsonl"
     if "/" in file_name or file_name.startswith((".", "_")):
@@ -163,6 +179,6 @@ def write_landing_jsonl(
     tmp = path.with_name(f".{file_name}.{uuid.uuid4().hex}.tmp")
     with open(tmp, "wb") as handle:
         for record in records:
-            handle.write(_message_bytes(record) + b"\n")
+            handle.write(_message_bytes(record, pseudonymiser) + b"\n")
     os.replace(tmp, path)
     return path

@@ -18,6 +18,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from freshcart.privacy.pseudonym import pseudonymiser_for
 from freshcart.serving.assemble import USER_VIEWS, Candidates, OnlineRows, build_model_input
 from freshcart.serving.candidates import default_sources, gather_candidates, shopper_context
 from freshcart.serving.catalogue import Catalogue, load_catalogue
@@ -65,6 +66,7 @@ class ScoringService:
         self.metrics = metrics or ServingMetrics()
         self.log = prediction_log
         self.catalogue = catalogue
+        self.pseudonyms = pseudonymiser_for(settings)
         self.reader: OnlineFeatureReader | None = None
         self.products: ProductCache | None = None
         self.holder: ModelHolder | None = None
@@ -223,7 +225,16 @@ class ScoringService:
         self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
         return result
 
+    def shopper(self, request: Any) -> Any:
+        """The request with the shop's user id replaced by its pseudonym (FRESHCART_PSEUDONYMISE), before
+        any feature read; the response and the prediction log carry only the pseudonym."""
+        if self.pseudonyms is None:
+            return request
+        return request.model_copy(update={"user_id": self.pseudonyms.user_id(request.user_id)})
+
     def predict(self, request: PredictRequest, request_id: str | None = None) -> PredictResponse:
+        request = self.shopper(request)
+
         def work(started: float) -> PredictResponse:
             rid = request_id or uuid.uuid4().hex
             moment = _utc(request.event_time)
@@ -236,6 +247,8 @@ class ScoringService:
         return self._timed("predict", work)
 
     def explain(self, request: ExplainRequest, request_id: str | None = None) -> PredictResponse:
+        request = self.shopper(request)
+
         def work(started: float) -> PredictResponse:
             rid = request_id or uuid.uuid4().hex
             model = self._model()
@@ -246,6 +259,8 @@ class ScoringService:
         return self._timed("explain", work)
 
     def recommend(self, request: RecommendRequest, request_id: str | None = None) -> RecommendResponse:
+        request = self.shopper(request)
+
         def work(started: float) -> RecommendResponse:
             rid = request_id or uuid.uuid4().hex
             moment = _utc(request.event_time)

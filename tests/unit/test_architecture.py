@@ -18,9 +18,9 @@ LAYERS = {
     "entry": ("freshcart.__main__", "freshcart.cli", "freshcart.pipeline"),
     "stage": ("freshcart.ingestion", "freshcart.simulator", "freshcart.features", "freshcart.stream",
               "freshcart.training", "freshcart.serving", "freshcart.monitoring", "freshcart.recommendation",
-              "freshcart.services"),
+              "freshcart.services", "freshcart.privacy"),
     "core": ("freshcart", "freshcart.settings", "freshcart.schema", "freshcart.storage", "freshcart.kafka_io",
-             "freshcart.labels"),
+             "freshcart.labels", "freshcart.privacy.pseudonym"),
 }
 """The layers of docs/architecture.md, top first; a module belongs to the longest prefix that names it
 (``freshcart`` itself names only the package's ``__init__``)."""
