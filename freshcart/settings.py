@@ -238,6 +238,10 @@ class Settings(BaseSettings):
     retrain_cooldown_hours: float = Field(
         24.0, ge=0.0, le=24 * 365, description="After a triggered retraining, no other one for this many hours.",
     )
+    monitor_ui_url: str = Field(
+        "http://127.0.0.1:8000", pattern=r"^https?://", description="Where the Evidently UI (`make monitor-ui`) "
+        "is reached; the FreshCart page in Airflow links its dashboard and window reports there.",
+    )
 
     # Events and prediction
     horizon_hours: int = Field(24, ge=1, le=24 * 30, description="Propensity horizon H in hours.")

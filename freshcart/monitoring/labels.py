@@ -119,3 +119,12 @@ def read_labels(settings: Settings, start: datetime) -> pd.DataFrame | None:
     """The labelled predictions of the window starting at ``start``, or None while it is unlabelled."""
     path = labels_path(settings, start)
     return pq.read_table(path).to_pandas() if path.is_file() else None
+
+
+def served_version(labelled: pd.DataFrame) -> str | None:
+    """The model version that served most of a window's /predict rows (the prediction log records it)."""
+    if "model_version" not in labelled or labelled.empty:
+        return None
+    views = labelled[labelled["endpoint"] == "predict"] if "endpoint" in labelled else labelled
+    counts = views["model_version"].dropna().astype(str).value_counts()
+    return str(counts.index[0]) if len(counts) else None

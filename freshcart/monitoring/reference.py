@@ -87,17 +87,23 @@ def cache_path(settings: Settings, version: str) -> Path:
     return settings.data_dir / "monitoring" / "reference" / f"v{version}.parquet"
 
 
-def load_reference(settings: Settings, alias: str = "champion", client: Any = None) -> Reference:
-    """The reference of the version that holds ``alias`` (downloaded once, then read from the data dir)."""
+def load_reference(settings: Settings, alias: str = "champion", client: Any = None,
+                   version_number: str | None = None) -> Reference:
+    """The reference of version ``version_number``, else of the version that holds ``alias`` (downloaded
+    once, then read from the data dir)."""
     from mlflow.exceptions import MlflowException
 
     from freshcart.training.registry import connect
 
     client = client or connect(settings)
     try:
-        version = client.get_model_version_by_alias(settings.registered_model, alias)
+        if version_number is not None:
+            version = client.get_model_version(settings.registered_model, str(version_number))
+        else:
+            version = client.get_model_version_by_alias(settings.registered_model, alias)
     except MlflowException as exc:
-        raise ReferenceError(f"model {settings.registered_model!r} has no version with alias {alias!r}: "
+        wanted = f"version {version_number}" if version_number is not None else f"a version with alias {alias!r}"
+        raise ReferenceError(f"model {settings.registered_model!r} has no {wanted}: "
                              "train and promote one first (`freshcart train`, `freshcart promote`)") from exc
     run = client.get_run(version.run_id)
     holdout = {k.removeprefix("holdout_"): float(v) for k, v in run.data.metrics.items() if k.startswith("holdout_")}

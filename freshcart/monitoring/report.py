@@ -27,13 +27,18 @@ import pyarrow as pa
 from freshcart.monitoring import drift, performance, tables
 from freshcart.monitoring.labels import hit_rates, read_labels
 from freshcart.monitoring.reference import CATEGORICAL_COLUMNS, SCORE, Reference, monitored_columns, sample_rows
+from freshcart.monitoring.workspace import TOP_INPUTS
 from freshcart.settings import Settings
 
 log = logging.getLogger(__name__)
 STRONG = 2.0
 """A single input whose score exceeds its threshold this many times over raises an alarm on its own."""
+DASHBOARD_FIGURES = ("mean_score", "estimated_auc", "champion_auc", "measured_auc", "measured_calibration_error",
+                     "estimate_error_auc", "recommend_hit_rate")
+"""Figures of :func:`_figures` that also go into the window's snapshot (see :func:`dashboard_figures`)."""
 REPORT_COLUMNS = 8
-"""Input columns (the most drifted) that the Evidently report shows beside the score."""
+"""Input columns that the Evidently report shows beside the score: the dashboard's top inputs, then the most
+drifted."""
 
 
 def window_length(settings: Settings) -> timedelta:
@@ -96,18 +101,22 @@ def prepared_reference(settings: Settings, reference: Reference) -> tuple[
 
 
 def evidently_report(reference: dict[str, np.ndarray], current: dict[str, np.ndarray], columns: list[str],
-                     reference_labels: np.ndarray, labels: np.ndarray | None, metadata: dict[str, Any]) -> Any:
+                     reference_labels: np.ndarray, labels: np.ndarray | None, metadata: dict[str, Any],
+                     figures: dict[str, float] | None = None) -> Any:
     """An Evidently 0.7 snapshot of the compared columns (:func:`drift.as_arrays`): drift of the score and of
-    ``columns``, rows, mean score, and (with ``labels``, aligned with ``current``) ROC AUC and log loss."""
+    ``columns``, rows, mean score, (with ``labels``, aligned with ``current``) ROC AUC and log loss, and
+    FreshCart's own ``figures`` of the window (:class:`~freshcart.monitoring.window_metric.WindowFigure`)."""
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.metrics import LogLoss, MeanValue, RocAuc, RowCount, ValueDrift
+
+    from freshcart.monitoring.window_metric import window_figures
 
     shown = [SCORE, *columns]
     numeric = [c for c in shown if c not in CATEGORICAL_COLUMNS]
     categorical = [c for c in shown if c in CATEGORICAL_COLUMNS]
     metrics: list[Any] = [RowCount(), MeanValue(column=SCORE),
                           *(ValueDrift(column=c, method="jensenshannon" if c in CATEGORICAL_COLUMNS else "wasserstein")
-                            for c in shown)]
+                            for c in shown), *window_figures(figures or {})]
     ref = pd.DataFrame({c: reference[c] for c in shown})
     cur = pd.DataFrame({c: current[c] for c in shown})
     classification = None
@@ -191,7 +200,8 @@ def judge_rows(settings: Settings, reference: Reference, start: datetime, end: d
         report.seconds["judge"] = time.perf_counter() - started
         if html:
             rendered = time.perf_counter()
-            shown = [v.column for v in report.verdicts if v.kind == "input"][:REPORT_COLUMNS]
+            drifted_first = [v.column for v in report.verdicts if v.kind == "input" and v.column not in TOP_INPUTS]
+            shown = [*TOP_INPUTS, *drifted_first][:max(REPORT_COLUMNS, len(TOP_INPUTS))]
             labels = None
             if labelled is not None:
                 keyed = labelled.set_index(["request_id", "position"])["label"]
@@ -199,7 +209,8 @@ def judge_rows(settings: Settings, reference: Reference, start: datetime, end: d
                                                    current["position"].to_numpy()])
                 labels = keyed.reindex(index).fillna(0).to_numpy()
             report.snapshot = evidently_report(arrays, window, shown, reference.table["label"].to_numpy(), labels,
-                                               {"window_start": start, "model_version": reference.version})
+                                               {"window_start": start, "model_version": reference.version},
+                                               dashboard_figures(report))
             path = tables.monitoring_dir(settings) / "reports" / f"window={window_key(start)}" / "report.html"
             path.parent.mkdir(parents=True, exist_ok=True)
             report.snapshot.save_html(str(path))
@@ -210,6 +221,13 @@ def judge_rows(settings: Settings, reference: Reference, start: datetime, end: d
         report.reasons.append(f"{report.rows} scored views < FRESHCART_MONITOR_MIN_ROWS={settings.monitor_min_rows}")
     report.seconds["total"] = time.perf_counter() - started
     return report
+
+
+def dashboard_figures(report: WindowReport) -> dict[str, float]:
+    """The window's own figures that the workspace's dashboard plots (rows, alarm, drift, AUCs, calibration)."""
+    return {"rows": float(report.rows), "alarm": float(report.alarm), "drifted_count": float(len(report.drifted_columns)),
+            "drifted_share": report.drifted_share, "score_drift": report.score_drift,
+            **{k: v for k, v in report.figures.items() if k in DASHBOARD_FIGURES}}
 
 
 def _write(settings: Settings, report: WindowReport) -> None:

@@ -89,8 +89,11 @@ def report_window(start: str, end: str) -> dict[str, Any]:
     judged = report.monitor_window(settings, reference, first, last)
     add_snapshot(settings, judged)
     old_first, old_last = _labelled_window(settings, first, last)
-    if labels.read_labels(settings, old_first) is not None:
-        report.monitor_window(settings, reference, old_first, old_last, html=False)
+    labelled = labels.read_labels(settings, old_first)
+    if labelled is not None:  # judged again with its measured figures, against the version that served it
+        served = labels.served_version(labelled)
+        then = reference if served in (None, reference.version) else load_reference(settings, version_number=served)
+        add_snapshot(settings, report.monitor_window(settings, then, old_first, old_last))
     return json_safe({**judged.summary(), "line": report.describe(judged)})
 
 

@@ -1,8 +1,8 @@
 """The Evidently workspace under the data dir, its dashboard, and `evidently ui` on loopback.
 
 Project ``freshcart-propensity`` gets one snapshot per judged window. Its dashboard
-is saved whole, once, while the project has none (0.7's ``add_panel`` adds a copy
-of a panel on every call). :func:`start_ui` runs ``evidently ui`` on 127.0.0.1 with
+is saved whole, when the project has none or an older layout (0.7's ``add_panel``
+adds a copy of a panel on every call). :func:`start_ui` runs ``evidently ui`` on 127.0.0.1 with
 telemetry off (``DO_NOT_TRACK``).
 """
 
@@ -24,23 +24,41 @@ def workspace_dir(settings: Settings) -> Path:
     return settings.data_dir / "monitoring" / "workspace"
 
 
+TOP_INPUTS = ("price", "price_vs_reference", "product_unseen", "user_session__session_events",
+              "propensity_on_demand__category_in_user_top3")
+"""The inputs whose drift the dashboard plots (those the simulator's drift knobs move first)."""
+
+
 def dashboard() -> Any:
-    """The project's dashboard: rows, mean score and score drift, drift of the main inputs, AUC, log loss."""
+    """The project's dashboard: rows per window, alarms, drifted share, drift of the top inputs and of the
+    score, mean score, estimated vs measured AUC (and the champion's), calibration error and log loss."""
     from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric
-    from evidently.sdk.panels import counter_panel, line_plot_panel
+    from evidently.sdk.panels import bar_plot_panel, counter_panel, line_plot_panel
+
+    from freshcart.monitoring.window_metric import METRIC
 
     def drift(column: str) -> PanelMetric:
         return PanelMetric(legend=column, metric="ValueDrift", metric_labels={"column": column})
 
+    def figure(name: str, legend: str) -> PanelMetric:
+        return PanelMetric(legend=legend, metric=METRIC, metric_labels={"figure": name})
+
     panels = [
-        counter_panel("Rows in the last window", [PanelMetric(legend="rows", metric="RowCount")], size="half"),
+        counter_panel("Rows in the last window", [figure("rows", "rows")], size="half"),
+        counter_panel("Alarms in the project", [figure("alarm", "alarms")], size="half", aggregation="sum"),
+        bar_plot_panel("Rows per window", [figure("rows", "scored views")], size="half"),
+        bar_plot_panel("Alarms per window", [figure("alarm", "alarm"), figure("drifted_count", "drifted inputs")],
+                       size="half"),
+        line_plot_panel("Drifted share of the inputs", [figure("drifted_share", "drifted share")], size="half"),
+        line_plot_panel("Drift of the top inputs", [drift(c) for c in TOP_INPUTS], size="half"),
         line_plot_panel("Mean score", [PanelMetric(legend="mean score", metric="MeanValue",
                                                    metric_labels={"column": "score"})], size="half"),
         line_plot_panel("Prediction drift (score)", [drift("score")], size="half"),
-        line_plot_panel("Drift of the top inputs", [drift(c) for c in (
-            "price", "price_vs_reference", "product_unseen", "user_session__session_events",
-            "propensity_on_demand__category_in_user_top3")], size="half"),
-        line_plot_panel("AUC once labelled", [PanelMetric(legend="ROC AUC", metric="RocAuc")], size="half"),
+        line_plot_panel("AUC: estimated vs measured", [figure("estimated_auc", "estimated AUC"),
+                                                       figure("measured_auc", "measured AUC"),
+                                                       figure("champion_auc", "champion holdout AUC")], size="half"),
+        line_plot_panel("Calibration error once labelled", [figure("measured_calibration_error",
+                                                                   "expected calibration error")], size="half"),
         line_plot_panel("Log loss once labelled", [PanelMetric(legend="log loss", metric="LogLoss")], size="half"),
     ]
     return DashboardModel(tabs=[DashboardTabModel(title="Monitoring", panels=[p.id for p in panels])], panels=panels)
@@ -55,8 +73,9 @@ def project(settings: Settings) -> tuple[Any, Any]:
     found = workspace.search_project(PROJECT)
     chosen = found[0] if found else workspace.add_project(
         ProjectModel(name=PROJECT, description="FreshCart propensity monitoring"))
-    if not workspace.get_dashboard(chosen.id).panels:
-        workspace.save_dashboard(chosen.id, dashboard())
+    wanted = dashboard()
+    if [p.title for p in workspace.get_dashboard(chosen.id).panels] != [p.title for p in wanted.panels]:
+        workspace.save_dashboard(chosen.id, wanted)  # whole, replacing an older layout
     return workspace, chosen
 
 
