@@ -8,6 +8,8 @@ The rules live here once; :func:`validate_record` applies them to one record
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
@@ -69,6 +71,10 @@ MAX_MESSAGE_BYTES = 1 << 20
 BROKER_MAX_MESSAGE_BYTES = 4 << 20
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_INT_TEXT = re.compile(r"-?[0-9]{1,19}")
+_FLOAT_TEXT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+"""The number forms a record's text may take, the same the columnar validator accepts (ASCII digits only: no
+``inf``, ``nan``, ``1_000`` or other scripts' digits)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +150,17 @@ def parse_time(value: Any) -> datetime | None:
         text = text[:-1] + "+00:00"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        parsed.astimezone(timezone.utc)  # a time whose UTC falls outside years 1-9999 is no time
+        return parsed
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value for a rejection's detail: its repr, cut to ``limit`` characters (a huge field stays readable)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(text):,} characters)"
 
 
 def _as_int(value: Any) -> int | None:
@@ -154,7 +168,7 @@ def _as_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value if INT64_MIN <= value <= INT64_MAX else None
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
         return _as_int(int(value))
     return None
 
@@ -162,51 +176,55 @@ def _as_int(value: Any) -> int | None:
 def _as_float(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
     if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
+        value = value.strip()
+        if not _FLOAT_TEXT.fullmatch(value):
             return None
-    return None
+    elif not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return number if math.isfinite(number) else None
 
 
 def validate_record(record: Mapping[str, Any], bounds: TimeBounds) -> Event | Rejection:
     """Check one record against the canonical schema; return the event or why not."""
     for name in REQUIRED:
-        if record.get(name) in (None, ""):
+        value = record.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
             return Rejection("missing_field", f"{name} is missing")
     event_type = record["event_type"]
     if event_type not in EVENT_TYPES:
-        return Rejection("unknown_event_type", f"event_type={event_type!r}")
+        return Rejection("unknown_event_type", f"event_type={_shown(event_type)}")
     ints: dict[str, int] = {}
     for name in ("product_id", "category_id", "user_id"):
         number = _as_int(record[name])
         if number is None:
-            return Rejection("wrong_type", f"{name}={record[name]!r} is not a 64-bit integer")
+            return Rejection("wrong_type", f"{name}={_shown(record[name])} is not a 64-bit integer")
         ints[name] = number
     for name in ("event_id", "user_session"):
         if not isinstance(record[name], str):
-            return Rejection("wrong_type", f"{name}={record[name]!r} is not a string")
+            return Rejection("wrong_type", f"{name}={_shown(record[name])} is not a string")
     texts: dict[str, str | None] = {}
     for name in ("category_code", "brand"):
         value = record.get(name)
         if value is not None and not isinstance(value, str):
-            return Rejection("wrong_type", f"{name}={value!r} is not a string")
+            return Rejection("wrong_type", f"{name}={_shown(value)} is not a string")
         texts[name] = value or None
     price = record.get("price")
     if price is not None and price != "":
         price = _as_float(price)
-        if price is None or price != price:
-            return Rejection("wrong_type", f"price={record.get('price')!r} is not a number")
+        if price is None:
+            return Rejection("wrong_type", f"price={_shown(record.get('price'))} is not a finite number")
         if price < 0:
             return Rejection("negative_price", f"price={price}")
     else:
         price = None
     event_time = parse_time(record["event_time"])
     if event_time is None:
-        return Rejection("bad_time", f"event_time={record['event_time']!r}")
+        return Rejection("bad_time", f"event_time={_shown(record['event_time'])}")
     if event_time < bounds.floor:
         return Rejection("too_old", f"event_time={format_time(event_time)} < {format_time(bounds.floor)}")
     if event_time > bounds.latest:
@@ -234,6 +252,8 @@ def event_from_json(payload: bytes | str, bounds: TimeBounds) -> Event | Rejecti
         record = _JSON.decode(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         return Rejection("invalid_json", f"not JSON: {exc}")
+    except RecursionError:
+        return Rejection("invalid_json", "not JSON this service reads: nested too deeply")
     if not isinstance(record, dict):
         return Rejection("invalid_json", f"expected a JSON object, got {type(record).__name__}")
     return validate_record(record, bounds)

@@ -31,6 +31,7 @@ from freshcart.ingestion.sessions import Sessionizer, row_hash_ids
 from freshcart.ingestion.validation import validate_table
 from freshcart.privacy.pseudonym import Pseudonymiser
 
+MALFORMED_TEXT_LIMIT = 4096  # characters of a malformed row kept in the rejects file
 REJECTS_SCHEMA = pa.schema(
     [("line", pa.int64()), ("reason", pa.string()), ("detail", pa.string()), ("record", pa.string())]
 )
@@ -80,9 +81,7 @@ class _RejectsWriter:
     def write(self, rejects: pa.Table) -> None:
         if rejects.num_rows == 0:
             return
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self.path, REJECTS_SCHEMA)
+        self._open()
         table = pa.table(
             {
                 "line": rejects["_line"],
@@ -93,6 +92,23 @@ class _RejectsWriter:
             schema=REJECTS_SCHEMA,
         )
         self._writer.write_table(table)
+
+    def write_malformed(self, rows: list[tuple[str, str]]) -> None:
+        """Rows that could not be split into fields ((what is wrong, text)): reason ``malformed_row``, no line
+        number (the CSV reader does not report it; a JSON Lines detail names it)."""
+        if not rows:
+            return
+        self._open()
+        self._writer.write_table(pa.table(
+            {"line": pa.nulls(len(rows), pa.int64()), "reason": ["malformed_row"] * len(rows),
+             "detail": [detail for detail, _ in rows],
+             "record": [text[:MALFORMED_TEXT_LIMIT] for _, text in rows]},
+            schema=REJECTS_SCHEMA))
+
+    def _open(self) -> None:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.path, REJECTS_SCHEMA)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -148,8 +164,21 @@ def ingest_file(
     # Blank sessions are derived from the inactivity gap; ids from the row when the format has none.
     derived = ("user_session",) if spec.has_event_ids else ("user_session", "event_id")
     staged: dict[date, list[Path]] = {}
+    malformed: list[tuple[str, str]] = []
+
+    def drain_malformed() -> None:
+        if pseudonymiser is not None:  # the row's text may hold a raw id: keep only the counts
+            malformed[:] = [(detail, "(withheld: pseudonymisation is on)") for detail, _ in malformed]
+        rejects.write_malformed(malformed)
+        report.rows_read += len(malformed)
+        report.rejected += len(malformed)
+        report.reasons.update({"malformed_row": len(malformed)} if malformed else {})
+        malformed.clear()
+
     try:
-        for chunk_no, raw in enumerate(read_raw(path, fmt, block_bytes, progress)):
+        for chunk_no, raw in enumerate(read_raw(path, fmt, block_bytes, progress,
+                                                lambda *row: malformed.append(row))):
+            drain_malformed()
             report.rows_read += raw.num_rows
             if pseudonymiser is not None:
                 raw = pseudonymiser.table(raw)
@@ -165,6 +194,7 @@ def ingest_file(
                 part.parent.mkdir(parents=True, exist_ok=True)
                 pq.write_table(rows.cast(ARROW_SCHEMA), part)
                 staged.setdefault(day, []).append(part)
+        drain_malformed()
         rejects.close()
         for day in sorted(staged):
             incoming = pa.concat_tables([pq.read_table(p, schema=ARROW_SCHEMA) for p in staged[day]])

@@ -7,20 +7,27 @@ or typed for our own Parquet) plus ``_line`` (the source line or row number);
 - ``rees46``: the REES46 "eCommerce behavior data from multi category store" CSV.
 - ``taobao``: the Alibaba Tianchi UserBehavior CSV (no header).
 - ``native``: FreshCart's own canonical events as Parquet (a file or a folder) or JSON Lines.
+
+A CSV row with too few or too many fields (a truncated line, an extra column), or a JSON Lines line
+that is not a JSON object, is not a reason to refuse the file: it is handed to ``malformed`` (when
+given) and skipped, and every other row is read.
+Quote characters have no special meaning in either CSV format (neither publishes quoted fields), so a
+stray ``"`` cannot join a line to the next one. A file that is not UTF-8 text is refused as a whole
+with a :class:`LoadError` that says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator, Optional
 
+import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pv
 import pyarrow.dataset as ds
-import pyarrow.json as pj
 
 from freshcart.schema import FIELDS
 
@@ -33,6 +40,9 @@ TAOBAO_COLUMNS = ("user_id", "item_id", "category_id", "behavior", "timestamp")
 TAOBAO_BEHAVIORS = {"pv": "view", "fav": "wishlist", "cart": "cart", "buy": "purchase"}
 FORMATS = ("rees46", "taobao", "native")
 DEFAULT_BLOCK_BYTES = 16 << 20
+Malformed = Callable[[str, str], None]
+"""Called for each row that cannot be split into fields: (what is wrong, the row's text)."""
+JSONL_CHUNK_ROWS = 100_000
 
 
 class LoadError(ValueError):
@@ -72,6 +82,16 @@ class _CountingReader:
         return getattr(self._handle, name)
 
 
+def _parse_options(malformed: Optional[Malformed]) -> pv.ParseOptions:
+    def handler(row: pv.InvalidRow) -> str:
+        if malformed is None:
+            return "error"
+        malformed(f"{row.actual_columns} fields, expected {row.expected_columns}", row.text)
+        return "skip"
+
+    return pv.ParseOptions(quote_char=False, invalid_row_handler=handler)
+
+
 def _all_text(names: tuple[str, ...]) -> pv.ConvertOptions:
     return pv.ConvertOptions(
         column_types={name: pa.string() for name in names}, strings_can_be_null=False
@@ -84,7 +104,8 @@ def _with_lines(batch: pa.RecordBatch, first_line: int) -> pa.Table:
     return table.append_column("_line", lines)
 
 
-def read_rees46(path: Path, block_bytes: int, progress: Callable[[int], None] | None) -> Iterator[pa.Table]:
+def read_rees46(path: Path, block_bytes: int, progress: Callable[[int], None] | None,
+                malformed: Optional[Malformed] = None) -> Iterator[pa.Table]:
     with open(path, "rb") as handle:
         header = handle.readline().decode("utf-8", "replace").strip().split(",")
         if tuple(header) != REES46_HEADER:
@@ -96,6 +117,7 @@ def read_rees46(path: Path, block_bytes: int, progress: Callable[[int], None] | 
         reader = pv.open_csv(
             _CountingReader(handle, progress),
             read_options=pv.ReadOptions(block_size=block_bytes),
+            parse_options=_parse_options(malformed),
             convert_options=_all_text(REES46_HEADER),
         )
         line = 2
@@ -132,7 +154,8 @@ def _taobao_to_canonical(table: pa.Table) -> pa.Table:
     )
 
 
-def read_taobao(path: Path, block_bytes: int, progress: Callable[[int], None] | None) -> Iterator[pa.Table]:
+def read_taobao(path: Path, block_bytes: int, progress: Callable[[int], None] | None,
+                malformed: Optional[Malformed] = None) -> Iterator[pa.Table]:
     with open(path, "rb") as handle:
         first = handle.readline().decode("utf-8", "replace").strip()
         if first and not first.split(",")[0].strip().isdigit():
@@ -144,6 +167,7 @@ def read_taobao(path: Path, block_bytes: int, progress: Callable[[int], None] | 
         reader = pv.open_csv(
             _CountingReader(handle, progress),
             read_options=pv.ReadOptions(block_size=block_bytes, column_names=list(TAOBAO_COLUMNS)),
+            parse_options=_parse_options(malformed),
             convert_options=_all_text(TAOBAO_COLUMNS),
         )
         line = 1
@@ -152,16 +176,10 @@ def read_taobao(path: Path, block_bytes: int, progress: Callable[[int], None] | 
             line += batch.num_rows
 
 
-def read_native(path: Path, block_bytes: int, progress: Callable[[int], None] | None) -> Iterator[pa.Table]:
+def read_native(path: Path, block_bytes: int, progress: Callable[[int], None] | None,
+                malformed: Optional[Malformed] = None) -> Iterator[pa.Table]:
     if path.suffix in (".jsonl", ".ndjson", ".json"):
-        with open(path, "rb") as handle:
-            reader = pj.open_json(
-                _CountingReader(handle, progress), read_options=pj.ReadOptions(block_size=block_bytes)
-            )
-            row = 1
-            for batch in reader:
-                yield _with_lines(_fill_missing(batch), row)
-                row += batch.num_rows
+        yield from _read_jsonl(path, progress, malformed)
         return
     dataset = ds.dataset(path, format="parquet", partitioning="hive", exclude_invalid_files=True)
     missing = [name for name in FIELDS if name not in dataset.schema.names]
@@ -175,13 +193,54 @@ def read_native(path: Path, block_bytes: int, progress: Callable[[int], None] | 
             progress(batch.nbytes)
 
 
-def _fill_missing(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """JSON Lines may omit null fields entirely; add them back as null columns."""
-    table = pa.Table.from_batches([batch])
-    for name in FIELDS:
-        if name not in table.column_names:
-            table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
-    return table.combine_chunks().to_batches()[0] if table.num_rows else batch
+_JSON = msgspec.json.Decoder()
+
+
+def _cell(value: object) -> str | None:
+    """A JSON value as the text the columnar validator checks (a number as its JSON text, so a float id stays
+    a wrong type); null stays null."""
+    if value is None or isinstance(value, str):
+        return value
+    return msgspec.json.encode(value).decode()
+
+
+def _jsonl_table(rows: list[dict], lines: list[int]) -> pa.Table:
+    columns = {name: pa.array([_cell(row.get(name)) for row in rows], pa.string()) for name in FIELDS}
+    columns["_line"] = pa.array(lines, pa.int64())
+    return pa.table(columns)
+
+
+def _read_jsonl(path: Path, progress: Callable[[int], None] | None,
+                malformed: Optional[Malformed]) -> Iterator[pa.Table]:
+    """Native JSON Lines, line by line: each object's fields as text; a line that is no JSON object goes to
+    ``malformed`` (without it: a :class:`LoadError`); missing fields are null."""
+    rows: list[dict] = []
+    lines: list[int] = []
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if progress is not None:
+                progress(len(line))
+            if not line.strip():
+                continue
+            try:
+                record = _JSON.decode(line)
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                record, problem = None, f"not JSON: {exc}"
+            else:
+                problem = "" if isinstance(record, dict) else f"a JSON {type(record).__name__}, not an object"
+            if problem:
+                text = line.decode("utf-8", "replace").rstrip("\r\n")
+                if malformed is None:
+                    raise LoadError(f"{path}: line {number} is {problem}")
+                malformed(f"line {number}: {problem}", text)
+                continue
+            rows.append(record)
+            lines.append(number)
+            if len(rows) >= JSONL_CHUNK_ROWS:
+                yield _jsonl_table(rows, lines)
+                rows, lines = [], []
+    if rows:
+        yield _jsonl_table(rows, lines)
 
 
 READERS = {"rees46": read_rees46, "taobao": read_taobao, "native": read_native}
@@ -190,13 +249,18 @@ READERS = {"rees46": read_rees46, "taobao": read_taobao, "native": read_native}
 def read_raw(
     path: Path, fmt: str, block_bytes: int = DEFAULT_BLOCK_BYTES,
     progress: Callable[[int], None] | None = None,
+    malformed: Optional[Malformed] = None,
 ) -> Iterator[pa.Table]:
-    """Raw chunks of ``path`` read as ``fmt``; errors name the file and what to do."""
+    """Raw chunks of ``path`` read as ``fmt``; errors name the file and what to do. CSV rows of the wrong
+    width go to ``malformed`` (without it they end the read with a :class:`LoadError`)."""
     if fmt not in READERS:
         raise LoadError(f"--format {fmt!r} is not supported; use one of {', '.join(FORMATS)}")
     if not path.exists():
         raise LoadError(f"{path}: no such file")
     try:
-        yield from READERS[fmt](path, block_bytes, progress)
+        yield from READERS[fmt](path, block_bytes, progress, malformed)
     except pa.ArrowInvalid as exc:
+        if "invalid UTF8" in str(exc):
+            raise LoadError(f"{path}: is not UTF-8 text ({exc}); convert it first, e.g. "
+                            f"`iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`") from None
         raise LoadError(f"{path}: cannot be read as {fmt}: {exc}") from None

@@ -44,7 +44,8 @@ def _coerce_int(column: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArr
     text = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
     ok = pc.fill_null(pc.match_substring_regex(text, _INT_RE), False)
     magnitude = pc.replace_substring_regex(text, "^-", "")
-    too_big = pc.and_(pc.equal(pc.utf8_length(magnitude), 19), pc.greater(magnitude, str(INT64_MAX)))
+    limit = pc.if_else(pc.starts_with(text, "-"), str(INT64_MAX + 1), str(INT64_MAX))  # -2^63 is an int64
+    too_big = pc.and_(pc.equal(pc.utf8_length(magnitude), 19), pc.greater(magnitude, limit))
     ok = pc.and_(ok, pc.invert(pc.fill_null(too_big, False)))
     values = pc.cast(pc.if_else(ok, text, pa.scalar(None, pa.string())), pa.int64())
     return values, pc.invert(ok)

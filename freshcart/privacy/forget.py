@@ -22,7 +22,7 @@ import getpass
 import json
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -59,9 +59,14 @@ class Erasure:
         return sum(self.files.values()) + sum(self.online.values()) + stream
 
     def record(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["total"] = self.total
-        return data
+        """The audit record (JSON-ready)."""
+        stream = None if self.stream is None else {
+            "cache_keys": dict(self.stream.cache_keys), "tombstones": self.stream.tombstones,
+            "changelog_partitions": list(self.stream.changelog_partitions)}
+        return {"user_id": self.user_id, "pseudonymised": self.pseudonymised, "requested_by": self.requested_by,
+                "at": self.at, "files": dict(self.files), "online": dict(self.online), "stream": stream,
+                "stream_skipped": self.stream_skipped, "kept": list(self.kept), "models_retrained": False,
+                "total": self.total}
 
 
 def resolve_user(settings: Settings, user: int, is_pseudonym: bool = False) -> int:
