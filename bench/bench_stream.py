@@ -9,8 +9,8 @@ data dir (Feast repository applied once per profile).
    from the first message to the last online write. Then the same rows (the latest row
    per key the processor wrote) are pushed with ``FeatureStore.push`` in 5,000-row
    batches into a fresh store: raw push rows/s, and the ratio of the processor's rows/s to it.
-2. Freshness: `freshcart stream consume` runs as its own process while this process
-   produces events at --rate events/s for --seconds; the consumer's status file gives
+2. Freshness: `freshcart stream consume` runs as its own process; once it has restored the
+   state of its partitions, this process produces events at --rate events/s for --seconds; the consumer's status file gives
    the freshness percentiles (event produce time -> online write), per stage: user views,
    and the product view (one more hop through the re-partitioned topic).
 
@@ -116,6 +116,12 @@ def throughput(settings: Settings, template: Path, values: list[bytes]) -> dict[
             "push_rows_per_s": total / push_s, "push_rows": total}
 
 
+def ready(log_text: str) -> bool:
+    """The consumer has restored the state of every partition it was assigned (it then reads them)."""
+    assigned = log_text.count(": restoring its state") + log_text.count(": state kept in memory")
+    return assigned > 0 and log_text.count(" restored ") >= log_text.count(": restoring its state")
+
+
 def freshness(settings: Settings, values: list[bytes], rate: float) -> dict[str, dict[str, float]]:
     log = open(settings.data_dir / f"consumer-{settings.stream_group}.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "freshcart", "stream", "consume"],
@@ -123,7 +129,7 @@ def freshness(settings: Settings, values: list[bytes], rate: float) -> dict[str,
                                stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
-        while "assigned" not in Path(log.name).read_text():
+        while not ready(Path(log.name).read_text()):
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"the consumer did not start: {Path(log.name).read_text()[-2000:]}")
             time.sleep(0.2)

@@ -3,11 +3,11 @@
 The state itself lives in the partition's changelog topic (:mod:`freshcart.stream.changelog`);
 this file holds a copy of it, so a process that gets a partition back it had before restores
 from disk instead of reading the changelog again (:mod:`freshcart.stream.restore` decides).
-A checkpoint appends the keys changed since the previous one (a changelog entry, pickled) and
-the task's position (next offset, watermark, applied source offsets, and the offset of the
-position's record in the changelog) in one SQLite transaction, after the changelog's
-transaction is committed. When the entries have grown to several times the size of the state,
-they are compacted into one snapshot entry.
+A checkpoint appends its changelog records (the keys changed since the previous one, already
+encoded for the changelog, as one entry) and the task's position (next offset, watermark, applied
+source offsets, and the offset of the position's record in the changelog) in one SQLite
+transaction, after the changelog's transaction is committed. When the entries have grown to
+several times the size of the state, they are compacted into one snapshot entry.
 
 The file also records, outside the checkpoint, how far the online store has been written
 (``written_offset``): a restart replays from the checkpoint but skips online writes below that
@@ -21,9 +21,11 @@ import dataclasses
 import json
 import pickle
 import sqlite3
+import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from freshcart.stream.changelog import ChangelogState, Record
 from freshcart.stream.processor import TaskState
 
 _SCHEMA = """
@@ -44,38 +46,43 @@ class CheckpointStore:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(_SCHEMA)
+        self.lock = threading.Lock()  # the checkpoint thread saves while the loop marks online writes
 
     def close(self) -> None:
-        self.conn.close()
+        with self.lock:
+            self.conn.close()
 
     def _get(self, key: str) -> Any:
         row = self.conn.execute("SELECT v FROM meta WHERE k = ?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
 
     def load(self) -> tuple[list[dict[str, Any]], TaskState]:
-        """The snapshot and changelog entries in order, and the saved position (a fresh one if none)."""
-        parts = [pickle.loads(blob) for (blob,) in self.conn.execute("SELECT blob FROM changelog ORDER BY seq")]
-        saved = self._get("state") or {}
+        """The snapshot and changelog entries in order, as parts, and the saved position (a fresh one if none)."""
+        with self.lock:
+            blobs = [blob for (blob,) in self.conn.execute("SELECT blob FROM changelog ORDER BY seq")]
+            saved = self._get("state") or {}
+            written = self._get("written_offset")
+        parts = [entry_part(pickle.loads(blob)) for blob in blobs]
         meta = TaskState.from_dict(saved)
-        written = self._get("written_offset")
         meta.written_offset = max(written or 0, meta.next_offset)
         return parts, meta
 
-    def save(self, changes: dict[str, Any], meta: TaskState,
-             snapshot: Callable[[], dict[str, Any]] | None = None) -> int:
-        """Append ``changes`` and the position atomically; compact into ``snapshot`` (the whole state) when
-        the changelog is large. Returns the bytes written."""
-        blob = pickle.dumps(changes, protocol=pickle.HIGHEST_PROTOCOL)
+    def save(self, records: list[Record], meta: TaskState, floor_us: int) -> int:
+        """Append one checkpoint's changelog ``records`` and its position atomically; when the entries have
+        grown large, compact them into one snapshot (seen ids below ``floor_us`` left out). The bytes written."""
+        blob = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
         state = json.dumps({**dataclasses.asdict(meta), "written_offset": 0})
-        with self.conn:
+        with self.lock, self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute("INSERT INTO changelog (blob) VALUES (?)", (blob,))
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('state', ?)", (state,))
             size = (self._get("changelog_bytes") or 0) + len(blob)
             base = self._get("snapshot_bytes") or 0
             written = len(blob)
-            if snapshot is not None and size > max(COMPACT_MIN_BYTES, COMPACT_FACTOR * base):
-                full = pickle.dumps(snapshot(), protocol=pickle.HIGHEST_PROTOCOL)
+            if size > max(COMPACT_MIN_BYTES, COMPACT_FACTOR * base):
+                entries = [pickle.loads(b) for (b,) in self.conn.execute("SELECT blob FROM changelog ORDER BY seq")]
+                full = pickle.dumps(merge_parts([entry_part(e) for e in entries], floor_us),
+                                    protocol=pickle.HIGHEST_PROTOCOL)
                 self.conn.execute("DELETE FROM changelog")
                 self.conn.execute("INSERT INTO changelog (blob) VALUES (?)", (full,))
                 self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('snapshot_bytes', ?)", (str(len(full)),))
@@ -88,7 +95,7 @@ class CheckpointStore:
         changelog); the online store counts as written up to ``meta.written_offset``."""
         blob = pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
         state = json.dumps({**dataclasses.asdict(meta), "written_offset": 0})
-        with self.conn:
+        with self.lock, self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute("DELETE FROM changelog")
             self.conn.execute("INSERT INTO changelog (blob) VALUES (?)", (blob,))
@@ -99,7 +106,30 @@ class CheckpointStore:
 
     def mark_written(self, offset: int) -> None:
         """Record that the online store holds every row of the offsets below ``offset``."""
-        self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('written_offset', ?)", (str(offset),))
+        with self.lock:
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('written_offset', ?)", (str(offset),))
+
+
+def entry_part(entry: dict[str, Any] | list[Record]) -> dict[str, Any]:
+    """One cache entry as a part of the state: a snapshot is one already; a checkpoint's records are decoded
+    as the changelog's are (the latest record of a key wins; a deleted seen-id batch is left out)."""
+    if isinstance(entry, dict):
+        return entry
+    state = ChangelogState()
+    for key, value in entry:
+        state.add(0, key, value)
+    return state.part
+
+
+def merge_parts(parts: list[dict[str, Any]], floor_us: int) -> dict[str, Any]:
+    """The state that ``parts`` applied in order make, as one snapshot part."""
+    merged: dict[str, dict] = {}
+    for part in parts:
+        for store, states in part.items():
+            merged.setdefault(store, {}).update(states)
+    if "seen" in merged:
+        merged["seen"] = {event_id: t_us for event_id, t_us in merged["seen"].items() if t_us >= floor_us}
+    return merged
 
 
 def checkpoint_path(state_dir: Path, topic: str, partition: int) -> Path:

@@ -14,18 +14,20 @@ The loop, per micro-batch (``stream_batch_size`` events or ``stream_max_wait_ms`
 3. once that write has ended, record how far the online store is written, and
    the freshness of each event.
 
-Every ``stream_checkpoint_seconds`` (and on shutdown) it waits for the producer's
-acknowledgements, appends the offline rows, writes each partition's changed keys with
-its next offset to the partition's changelog topic in one Kafka transaction
-(:mod:`freshcart.stream.changelog`), copies them to the local cache
-(:mod:`freshcart.stream.checkpoint`), and only then commits the offsets to Kafka. A
-partition assigned to a process, on any host, is restored from its changelog (or the
-cache, when it is as new: :mod:`freshcart.stream.restore`) before it is read, and
+Every ``stream_checkpoint_seconds`` (and on shutdown) it waits for the online write and
+the producer's acknowledgements and encodes each partition's changed keys with its next
+offset; the checkpoint thread (:mod:`freshcart.stream.saving`) then appends the offline
+rows, writes those records to the partition's changelog topic in one Kafka transaction
+(:mod:`freshcart.stream.changelog`) and copies them to the local cache
+(:mod:`freshcart.stream.checkpoint`) while the loop goes on; the offsets are committed to
+Kafka after that. A partition assigned to a process, on any host, is restored from its
+changelog (or the cache, when it is as new: :mod:`freshcart.stream.restore`) before it is read, and
 replays the rest: nothing is lost and nothing counts twice.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -48,7 +50,8 @@ from freshcart.stream.dlq import dead_letter_headers
 from freshcart.stream.metrics import StreamMetrics, status_dir, write_status
 from freshcart.stream.processor import NEVER, PRODUCT, USER, Forwarded, ProductTask, UserTask, encode_forwarded
 from freshcart.stream.restore import restore_partitions
-from freshcart.stream.slots import InFlight, RunSummary, Slot, close_slot, state_dir
+from freshcart.stream.saving import PartitionSave, save_partitions
+from freshcart.stream.slots import InFlight, RunSummary, SaveInFlight, Slot, close_slot, state_dir
 from freshcart.stream.sinks import OfflineWriter, OnlineWriter, group_by_view, online_writer, rows_to_table
 
 log = logging.getLogger("freshcart.stream")
@@ -117,6 +120,8 @@ class StreamProcessor:
         self.status_path = status_dir(settings.data_dir) / f"{self.client_id}.json"
         self.writes = ThreadPoolExecutor(1, thread_name_prefix="freshcart-online-writer")
         self.in_flight: InFlight | None = None
+        self.saves = ThreadPoolExecutor(1, thread_name_prefix="freshcart-checkpoint")
+        self.saving: SaveInFlight | None = None
 
     # ----------------------------------------------------------------- connection
     def connect(self) -> None:
@@ -180,6 +185,7 @@ class StreamProcessor:
         log.warning("no partition assignment %.0fs after the group began to rebalance; leaving the group "
                     "and joining again", waited)
         self._settle_write()
+        self._settle_checkpoint()
         self._drop_parked()
         self.restoring = set()
         self.consumer.close(autocommit=False)
@@ -247,6 +253,8 @@ class StreamProcessor:
     def _drop_parked(self) -> None:
         """Forget partitions parked by a rebalance, and the events they would forward: their next owner
         resumes from their checkpoints."""
+        if self.parked:
+            self._settle_checkpoint()  # it may still be writing their changelogs and caches
         for slot in self.parked.values():
             close_slot(slot)
         self.parked = {}
@@ -261,6 +269,8 @@ class StreamProcessor:
         rows written since are skipped while it replays (``written_offset``). Revoked partitions
         are parked in case the same rebalance gives them back; lost ones are dropped.
         """
+        if lost:
+            self._settle_checkpoint()  # it may still be writing their changelogs and caches
         for tp in partitions:
             self.restoring.discard(tp)
             slot = self.slots.pop(tp, None)
@@ -394,55 +404,74 @@ class StreamProcessor:
                 delay = min(BACKOFF_MAX_S, delay * 2)
 
     def checkpoint(self, commit: bool = True) -> None:
-        """Flush, wait for the broker's acks, append offline rows, write each partition's changed keys and
-        position to its changelog (one transaction each) and the cache, then commit the offsets."""
+        """Close a checkpoint and hand its slow half to the checkpoint thread (:mod:`freshcart.stream.saving`).
+
+        Here, on the loop: the previous checkpoint is awaited (one at a time), the micro-batch is
+        flushed, the online write and the broker's acks of forwarded events awaited, and each
+        partition's changed keys encoded with a copy of its position. The offline rows, changelog
+        transactions and cache are written on the checkpoint thread while the loop goes on; the
+        offsets are committed when it is done (:meth:`collect_checkpoint`).
+        """
         assert self.producer is not None
+        started = time.perf_counter()
+        self.collect_checkpoint(wait=True)
         self.flush()
         self.wait_for_write()
         self._retry("producer flush", lambda: self.producer.flush(timeout=30))
-        staged = []
+        parts = []
         for tp, slot in self.slots.items():
             task = slot.task
             end = task.meta.next_offset
-            if slot.offline:
-                label = f"{tp.topic}-{tp.partition}-{slot.offline_from:012d}-{end:012d}"
-                for view, view_rows in group_by_view(slot.offline).items():
-                    self.offline.write(view, view_rows, label)
-                slot.offline = []
-            slot.offline_from = end
-            if end == slot.saved_offset and not slot.full_snapshot:
-                continue  # nothing applied since the last checkpoint
-            floor = NEVER
-            if isinstance(task, UserTask):
-                task.prune_seen()
-                floor = task.watermark_us
-            changes = task.changes()
-            records = encode_changes(task.snapshot() if slot.full_snapshot else changes, task.meta, floor)
-            staged.append((slot, changes, records))
-            try:  # all partitions' transactions are sent before the first commit waits
-                slot.changelog.stage(records)
-            except ChangelogLost:
-                pass  # found again by the commit below
-            except KafkaError as exc:
-                log.warning("changelog write of %s-%d failed (%s); retrying", tp.topic, tp.partition, exc)
-        offsets = {}
-        for slot, changes, records in staged:
-            tp = slot.tp
-            try:
-                slot.task.meta.changelog_offset = self._retry(
-                    f"changelog write of {tp.topic}-{tp.partition}", lambda: slot.changelog.commit(records))
-            except ChangelogLost as exc:
+            part = PartitionSave(slot, slot.offline, f"{tp.topic}-{tp.partition}-{slot.offline_from:012d}-{end:012d}")
+            slot.offline, slot.offline_from = [], end
+            if end != slot.saved_offset or slot.full_snapshot:
+                floor = NEVER
+                if isinstance(task, UserTask):
+                    task.prune_seen()
+                    floor = task.watermark_us
+                changes = task.snapshot() if slot.full_snapshot else task.changes()
+                part.records = encode_changes(changes, task.meta, floor)
+                part.meta, part.floor_us = copy.deepcopy(task.meta), floor
+                slot.saved_offset, slot.full_snapshot = end, False
+            if part.offline or part.records is not None:
+                parts.append(part)
+        if parts:
+            future = self.saves.submit(save_partitions, parts, self.offline, self._retry)
+            self.saving = SaveInFlight(future, {part.slot.tp: part.slot for part in parts}, commit)
+        self.metrics.checkpoint_seconds.labels("loop").observe(time.perf_counter() - started)
+        self._write_status()
+
+    def collect_checkpoint(self, wait: bool) -> None:
+        """Take the result of the checkpoint on the checkpoint thread once it is done (``wait``: wait for it):
+        partitions whose changelog this process lost are restored again, the others' offsets committed."""
+        saving = self.saving
+        if saving is None or not (wait or saving.future.done()):
+            return
+        self.saving = None
+        saved = saving.future.result()  # a write that keeps failing raises here
+        self.metrics.checkpoint_seconds.labels("thread").observe(saved.seconds)
+        owned = {tp for tp, slot in saving.slots.items() if self.slots.get(tp) is slot}
+        for tp, exc in saved.lost.items():
+            if tp in owned:
                 self._restore_again(tp, exc)
-                continue
-            slot.store.save(changes, slot.task.meta, snapshot=slot.task.snapshot)
-            slot.saved_offset, slot.full_snapshot = slot.task.meta.next_offset, False
-            offsets[tp] = OffsetAndMetadata(slot.saved_offset, "", -1)
-        if commit and offsets and self.consumer is not None:
+        offsets = {}
+        for tp, position in saved.positions.items():
+            if tp in owned:
+                self.slots[tp].task.meta.changelog_offset = position.changelog_offset
+                offsets[tp] = OffsetAndMetadata(position.next_offset, "", -1)
+        if saving.commit and offsets and self.consumer is not None:
             try:
                 self.consumer.commit(offsets)
             except KafkaError as exc:  # the changelog holds the offsets; the commit is for lag monitoring
                 log.warning("offset commit failed (%s); the changelog holds the offsets, retrying next time", exc)
-        self._write_status()
+
+    def _settle_checkpoint(self) -> None:
+        """Wait for the checkpoint in flight where nothing may raise (rebalance, shutdown): a failed one is only
+        logged; the partitions' next owner resumes from the checkpoint before it."""
+        try:
+            self.collect_checkpoint(wait=True)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("checkpoint failed (%s); its events are processed again after a restart", exc)
 
     def _write_status(self) -> None:
         self.metrics.publish()
@@ -478,7 +507,9 @@ class StreamProcessor:
             while self.running:
                 timeout = wait_s if self.first_pending is None else max(
                     0.0, self.first_pending + wait_s - time.monotonic())
-                if not self.slots:  # joining the group: short polls would keep restarting the join
+                if self.restoring:  # assigned, paused until restored: restore at once
+                    timeout = 0.0
+                elif not self.slots:  # joining the group: short polls would keep restarting the join
                     timeout = max(timeout, 2.0)
                 try:
                     batches = self.consumer.poll(timeout_ms=int(timeout * 1000) or 1,
@@ -526,12 +557,15 @@ class StreamProcessor:
                 if now - last_checkpoint >= self.settings.stream_checkpoint_seconds:
                     self.checkpoint()
                     last_checkpoint = time.monotonic()
+                else:
+                    self.collect_checkpoint(wait=False)
                 if self.unassigned_since is not None and now - self.unassigned_since >= self.rejoin_after_s:
                     self.rejoin()
                 if self.max_idle_s is not None and now - last_message >= self.max_idle_s:
                     log.info("no message for %.0fs; stopping", self.max_idle_s)
                     break
             self.checkpoint()
+            self.collect_checkpoint(wait=True)
         finally:
             self.running = False
             self.summary.seconds = time.perf_counter() - started
@@ -549,7 +583,9 @@ class StreamProcessor:
 
     def close(self) -> None:
         self._settle_write()
+        self._settle_checkpoint()
         self.writes.shutdown(wait=True)
+        self.saves.shutdown(wait=True)
         if self.consumer is not None:
             self.consumer.close(autocommit=False)
             self.consumer = None

@@ -39,6 +39,10 @@ class StreamMetrics:
         self.write_seconds = Histogram("freshcart_stream_online_write_seconds", "Duration of one online write.",
                                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
                                        registry=r)
+        self.checkpoint_seconds = Histogram(
+            "freshcart_stream_checkpoint_seconds", "Duration of a checkpoint: the part that pauses the consume loop "
+            "(flush, acks, encoding) and the part on the checkpoint thread (offline rows, changelog, cache).",
+            ["part"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
         self.recent: dict[str, deque[float]] = {}
         self.counts: dict[str, int] = {}
         self.unpublished: dict[tuple[str, str], int] = {}

@@ -53,6 +53,15 @@ class InFlight:
 
 
 @dataclass
+class SaveInFlight:
+    """The checkpoint running on the checkpoint thread (:mod:`freshcart.stream.saving`)."""
+
+    future: Future  # of a freshcart.stream.saving.Saved
+    slots: dict[TopicPartition, Slot]  # the partitions it saves, as they were owned then
+    commit: bool  # commit the offsets to the group when it is done
+
+
+@dataclass
 class RunSummary:
     consumed: int = 0
     accepted: int = 0

@@ -128,8 +128,10 @@ def test_checkpoint_round_trip_and_compaction(tmp_path: Path, events: list[Event
     for offset, event in enumerate(events):
         task.apply(offset, event.to_json(), 0, bounds)
         if offset % 500 == 499:
-            store.save(task.changes(), task.meta, snapshot=task.snapshot)
-    store.save(task.changes(), task.meta, snapshot=task.snapshot)
+            task.prune_seen()
+            store.save(encode_changes(task.changes(), task.meta, task.watermark_us), task.meta, task.watermark_us)
+    task.prune_seen()
+    store.save(encode_changes(task.changes(), task.meta, task.watermark_us), task.meta, task.watermark_us)
     store.mark_written(len(events) + 7)
     entries = store.conn.execute("SELECT count(*) FROM changelog").fetchone()[0]
     assert entries < len(events) // 500  # compacted at least once
@@ -214,3 +216,28 @@ def test_product_changelog_keeps_the_applied_source_offsets(events: list[Event])
     assert applied == [] and skipped == 300
     assert {p: restored.rows_of(p)[0].values for p in products.features.products} == \
         {p: products.rows_of(p)[0].values for p in products.features.products}
+
+
+def test_a_cache_of_snapshot_then_changelog_records_restores_the_latest_state(tmp_path: Path,
+                                                                             events: list[Event]) -> None:
+    bounds = bounds_for(events)
+    task = UserTask(0, LATENESS_US)
+    half = len(events) // 2
+    for offset, event in enumerate(events[:half]):
+        task.apply(offset, event.to_json(), 0, bounds)
+    store = CheckpointStore(tmp_path / "p0.sqlite")
+    store.replace(task.snapshot(), task.meta)  # a snapshot entry, as a restore writes it
+    task.changes()
+    for offset, event in enumerate(events[half:], start=half):
+        task.apply(offset, event.to_json(), 0, bounds)
+    task.prune_seen()
+    store.save(encode_changes(task.changes(), task.meta, task.watermark_us), task.meta, task.watermark_us)
+    parts, meta = store.load()
+    assert isinstance(parts[0], dict) and len(parts) == 2
+    restored = UserTask(0, LATENESS_US)
+    restored.restore(parts, meta)
+    assert meta.next_offset == len(events)
+    changed = {e.user_id for e in events[half:]}
+    for user_id in sorted(changed)[:50]:
+        assert [r.values for r in restored.rows_of(user_id)] == [r.values for r in task.rows_of(user_id)]
+    assert set(restored.seen) == set(task.seen)
