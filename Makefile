@@ -80,10 +80,11 @@ clean: services-down ## Remove generated data (keeps the environment)
 FRESHCART_DATA_DIR ?= $(CURDIR)/data
 AIRFLOW_PORT ?= 8080
 .PHONY: airflow
-airflow: $(VENV)/.installed ## Airflow 3 standalone with dags/ (UI on :8080, password printed); home in data/airflow
+airflow: $(VENV)/.installed ## Airflow 3 standalone with dags/ and plugins/ (UI and the FreshCart page on :8080, password printed); home in data/airflow
 	@mkdir -p "$(FRESHCART_DATA_DIR)/airflow"
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" FRESHCART_DATA_DIR="$(FRESHCART_DATA_DIR)" \
 	  AIRFLOW_HOME="$(FRESHCART_DATA_DIR)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" \
+	  AIRFLOW__CORE__PLUGINS_FOLDER="$(CURDIR)/plugins" FRESHCART_MONITOR_UI_URL=http://127.0.0.1:$(EVIDENTLY_PORT) \
 	  AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
 	  AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) airflow standalone
 

@@ -26,6 +26,10 @@ def _figure(value: Any) -> str:
     return "" if value is None else f"{value:.4f}" if isinstance(value, float) else escape(str(value))
 
 
+def _count(value: float | None) -> str:
+    return "" if value is None else f"{value:,.0f}"
+
+
 def _card(title: str, card: ModelCard | None, element_id: str) -> str:
     if card is None:
         return f'<div class="card" id="{element_id}"><h3>{title}</h3><p class="muted">none</p></div>'
@@ -59,7 +63,7 @@ def render_page(data: PageData) -> str:
                    escape(p.get("metric", "")), _figure(_float(p.get("challenger_value"))),
                    _figure(_float(p.get("champion_value"))), escape(p.get("reason", ""))] for p in data.promotions]
     verdicts = [[escape(v["window_start"]), f'<span class="{escape(v["action"])}">{escape(v["action"])}</span>',
-                 escape(v["reason"]), escape(v["run_id"]), _figure(v["rows"]), _figure(v["drifted_share"]),
+                 escape(v["reason"]), escape(v["run_id"]), _count(v["rows"]), _figure(v["drifted_share"]),
                  _figure(v["estimated_auc"]), _figure(v["measured_auc"]), _report_links(data, v)]
                 for v in data.verdicts]
     cooldown = data.cooldown
