@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from freshcart.monitoring.labels import hit_rates, label_predictions, label_window, read_labels
+from freshcart.monitoring.labels import hit_rates, label_predictions, label_window, read_labels, served_version
 from freshcart.settings import load_settings
 
 T0 = datetime(2025, 3, 1, 10, tzinfo=timezone.utc)
@@ -74,3 +74,11 @@ def test_open_window_stays_unlabelled_and_a_closed_one_is_idempotent(tmp_path: P
     second = label_window(settings, _log(), _purchases(), start, end, as_of=end + H + timedelta(days=3))
     assert second.positives == first.positives
     pd.testing.assert_frame_equal(read_labels(settings, start), written)
+
+
+def test_served_version_is_the_one_behind_most_predict_rows() -> None:
+    log = pd.DataFrame({"endpoint": ["predict", "predict", "predict", "recommend", "recommend", "recommend"],
+                        "model_version": ["3", "4", "3", "4", "4", "4"]})
+    assert served_version(log) == "3"  # recommendation candidates do not count
+    assert served_version(log.drop(columns="model_version")) is None
+    assert served_version(log.head(0)) is None
