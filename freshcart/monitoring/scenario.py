@@ -70,17 +70,29 @@ def drift_config(kind: str, onset: datetime = ONSET) -> DriftConfig:
     return DriftConfig(drift_from=onset, **DRIFT_KINDS[kind])
 
 
+def onset_after(warm_up_days: int) -> datetime:
+    """The onset of the drift when ``warm_up_days`` are simulated first (:data:`ONSET` for the default)."""
+    return START + timedelta(days=warm_up_days + 2, hours=12)
+
+
 def build_scenario(settings: Settings, kind: str, seed: int = 11, users: int = 1_500, products: int = 600,
-                   events_per_day: int = 20_000, days: int = WARM_UP_DAYS + 4) -> Scenario:
-    """Simulate ``days`` days with drift ``kind`` from :data:`ONSET`; train XGBoost on the views of the
-    warmed-up days before the onset (minus a horizon, for their labels)."""
+                   events_per_day: int = 20_000, days: int | None = None,
+                   warm_up_days: int = WARM_UP_DAYS) -> Scenario:
+    """Simulate ``days`` days (default: the warm-up and four more) with drift ``kind`` from two and a half
+    days after ``warm_up_days`` of warm-up; train XGBoost on the views of the warmed-up days before the onset
+    (minus a horizon, for their labels). A longer warm-up lets the slow (30-day) features settle first."""
+    onset = onset_after(warm_up_days)
+    days = warm_up_days + 4 if days is None else days
+    if days <= warm_up_days + 2:
+        raise ValueError(f"days={days}: simulate more than warm_up_days + 2 = {warm_up_days + 2} days (the model "
+                         "trains on the two days after the warm-up)")
     config = SimulationConfig(seed=seed, users=users, products=products, days=days, events_per_day=events_per_day,
-                              start=START, drift=drift_config(kind))
+                              start=START, drift=drift_config(kind, onset))
     write_simulation(config, settings.offline_events_dir)
     dates = storage.list_partitions(settings.offline_events_dir)
     build_feature_tables(settings, dates[0], dates[-1])
-    views, _, _ = load_or_build(settings, dates[WARM_UP_DAYS - 1], dates[days - 1])
-    before = views.filter(pc.less(views["event_time"], pa.scalar(ONSET - timedelta(hours=settings.horizon_hours),
+    views, _, _ = load_or_build(settings, dates[warm_up_days - 1], dates[days - 1])
+    before = views.filter(pc.less(views["event_time"], pa.scalar(onset - timedelta(hours=settings.horizon_hours),
                                                                    pa.timestamp("us", tz="UTC"))))
     split = split_by_time(before, REFERENCE_SHARE, REFERENCE_SHARE)
     train, validation, holdout = split_table(before, split)
@@ -92,7 +104,7 @@ def build_scenario(settings: Settings, kind: str, seed: int = 11, users: int = 1
     sample = reference_sample(unseen, model.predict(unseen), settings.monitor_reference_rows, settings.training_seed)
     report = evaluate_scores(settings, holdout, model.predict(holdout), PopularityBaseline.fit(train))
     reference = Reference(version="1", run_id="", model_type="xgboost", table=sample, holdout=dict(report.model))
-    return Scenario(settings, kind, ONSET, views, model, reference)
+    return Scenario(settings, kind, onset, views, model, reference)
 
 
 class ChampionModel:
