@@ -10,7 +10,7 @@ UV_VERSION := 0.13.8
 KAFKA_JARS := services/kafka/target/jars
 FRESHCART := $(VENV)/bin/freshcart
 
-.PHONY: help setup lock services-up services-down services-status demo test test-unit test-integration bench clean
+.PHONY: help setup lock services-up services-down services-status demo check test test-unit test-integration bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -54,6 +54,10 @@ services-status: ## Show the servers, their pids and ports
 
 demo: setup services-up ## The main job: simulate a week, replay a slice through Kafka, print a summary
 	$(FRESHCART) demo
+
+check: $(VENV)/.installed ## Supply chain: bandit over freshcart/ dags/ bentos/ plugins/ (.bandit.yaml), pip-audit of the lock (docs/security.md)
+	$(VENV)/bin/bandit -c .bandit.yaml -b .bandit-baseline.json -r freshcart dags bentos plugins -q
+	$(PY) scripts/audit_dependencies.py
 
 test: setup ## Unit and integration tests against real servers (starts and stops them)
 	scripts/run-tests.sh

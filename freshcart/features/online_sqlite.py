@@ -263,6 +263,7 @@ def upsert_statements(table: str, keys: np.ndarray, seconds: np.ndarray,
     width = max(map(len, names))
     name_buf = "".join(name.ljust(width) for name in names).encode()
     # one output row per (entity row i, feature j), in key then feature order: appends to the indexes
+    # (bandit B608: the table name is a Feast view's, quoted; every value is a bound parameter)
     sql = f"""WITH RECURSIVE row(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM row WHERE i + 1 < :rows),
 feature(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM feature WHERE j + 1 < :nf)
 INSERT INTO "{table.replace('"', '""')}" (entity_key, feature_name, value, value_text, event_ts, created_ts)
@@ -276,7 +277,7 @@ SELECT substr(:keys, i * :kw + 1, :kw),
 FROM row CROSS JOIN feature WHERE true
 ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value,
     value_text = excluded.value_text, event_ts = excluded.event_ts, created_ts = excluded.created_ts
-WHERE excluded.event_ts >= event_ts"""
+WHERE excluded.event_ts >= event_ts"""  # nosec B608
     vbase = np.cumsum([0] + [len(c.values) for c in cols])[:-1]
     tbase = np.cumsum([0] + [len(c.texts) for c in cols])[:-1]
     values, texts = b"".join(c.values for c in cols), b"".join(c.texts for c in cols)

@@ -12,8 +12,9 @@ A CSV row with too few or too many fields (a truncated line, an extra column), o
 that is not a JSON object, is not a reason to refuse the file: it is handed to ``malformed`` (when
 given) and skipped, and every other row is read.
 Quote characters have no special meaning in either CSV format (neither publishes quoted fields), so a
-stray ``"`` cannot join a line to the next one. A file that is not UTF-8 text is refused as a whole
-with a :class:`LoadError` that says so.
+stray ``"`` cannot join a line to the next one. Cells are read as bytes and checked as UTF-8 text
+per batch: a row with a cell that is not UTF-8 goes to ``malformed`` too (without it, the file is
+refused with a :class:`LoadError` that says so).
 """
 
 from __future__ import annotations
@@ -93,9 +94,40 @@ def _parse_options(malformed: Optional[Malformed]) -> pv.ParseOptions:
 
 
 def _all_text(names: tuple[str, ...]) -> pv.ConvertOptions:
+    """Every column as raw bytes: :func:`_utf8_rows` turns them into text."""
     return pv.ConvertOptions(
-        column_types={name: pa.string() for name in names}, strings_can_be_null=False
+        column_types={name: pa.binary() for name in names}, strings_can_be_null=False
     )
+
+
+def _utf8_rows(table: pa.Table, path: Path, malformed: Optional[Malformed]) -> pa.Table:
+    """The byte columns as text; rows with a cell that is not UTF-8 go to ``malformed`` (one pass per column
+    when the batch is valid, the usual case; row by row only for a column that is not)."""
+    names = [n for n in table.column_names if pa.types.is_binary(table.schema.field(n).type)]
+    bad = np.zeros(table.num_rows, dtype=bool)
+    for name in names:
+        try:
+            pc.cast(table[name], pa.string())
+        except pa.ArrowInvalid:
+            cells = table[name].to_pylist()
+            for i, cell in enumerate(cells):
+                try:
+                    cell.decode("utf-8")
+                except UnicodeDecodeError:
+                    bad[i] = True
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        if malformed is None:
+            raise LoadError(f"{path}: line {int(table['_line'][int(rows[0])].as_py())} is not UTF-8 text; convert "
+                            f"the file first, e.g. `iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`")
+        lines = table["_line"].to_pylist()
+        for i in rows:
+            text = b",".join(table[n][int(i)].as_py() or b"" for n in names).decode("utf-8", "replace")
+            malformed(f"line {lines[i]}: not UTF-8 text", text)
+        table = table.filter(pa.array(~bad))
+    for name in names:
+        table = table.set_column(table.column_names.index(name), name, pc.cast(table[name], pa.string()))
+    return table
 
 
 def _with_lines(batch: pa.RecordBatch, first_line: int) -> pa.Table:
@@ -122,7 +154,7 @@ def read_rees46(path: Path, block_bytes: int, progress: Callable[[int], None] | 
         )
         line = 2
         for batch in reader:
-            yield _with_lines(batch, line)
+            yield _utf8_rows(_with_lines(batch, line), path, malformed)
             line += batch.num_rows
 
 
@@ -172,7 +204,7 @@ def read_taobao(path: Path, block_bytes: int, progress: Callable[[int], None] | 
         )
         line = 1
         for batch in reader:
-            yield _taobao_to_canonical(_with_lines(batch, line))
+            yield _taobao_to_canonical(_utf8_rows(_with_lines(batch, line), path, malformed))
             line += batch.num_rows
 
 
