@@ -191,6 +191,10 @@ class Settings(BaseSettings):
     serving_access_log: bool = Field(
         False, description="A log line per request from the service (off: writing it costs latency under load).",
     )
+    serving_follow_hours: float = Field(
+        24.0, ge=0, le=24 * 30, description="How far back the scoring service reads purchases from the events topic "
+        "when the offline store is older (what a shopper bought since is left out of their recommendations).",
+    )
     serving_gc_freeze: bool = Field(
         True, description="Move what the service loaded at start out of the garbage collector's reach (full "
         "collections over the loaded libraries otherwise pause requests for hundreds of milliseconds).",

@@ -2,9 +2,10 @@
 
 ``bentos/service.py`` adapts it to HTTP; tests and the benchmark call it directly.
 :meth:`ScoringService.start` reads the catalogue, the Feast registry and the
-champion, and starts two background threads: one checks the model alias every
+champion, and starts three background threads: one checks the model alias every
 ``serving_reload_seconds`` (a new version is loaded beside the old one and swapped
-in), the other refreshes the trending and popular products. A request takes the
+in), one refreshes the trending and popular products, and one adds the purchases
+of the events topic to the catalogue (:mod:`freshcart.serving.purchases`). A request takes the
 current model once and reports its version; the online store or the registry
 being down raises :class:`ServiceUnavailable`, whose message says which.
 """
@@ -27,6 +28,7 @@ from freshcart.serving.features import OnlineFeatureReader, OnlineStoreUnavailab
 from freshcart.serving.metrics import ServingMetrics
 from freshcart.serving.model import ModelHolder, ServingModel
 from freshcart.serving.prediction_log import PredictionLog, PredictionRecord
+from freshcart.serving.purchases import PurchaseFollower
 from freshcart.serving.respond import Scored, predict_response, recommend_response
 from freshcart.serving.schemas import (
     ExplainRequest, PredictRequest, PredictResponse, RecommendRequest, RecommendResponse,
@@ -74,6 +76,7 @@ class ScoringService:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.purchases: PurchaseFollower | None = None
 
     # lifecycle ---------------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
@@ -86,6 +89,8 @@ class ScoringService:
             self.holder.check()
             self.refresh_index()
         if background:
+            self.purchases = PurchaseFollower(self.settings, self.catalogue)
+            self.purchases.start()
             self._spawn("freshcart-model-watch", self.settings.serving_reload_seconds, self.check_model)
             self._spawn("freshcart-trending", self.settings.serving_index_seconds, self.refresh_index)
 
@@ -121,6 +126,8 @@ class ScoringService:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.purchases is not None:
+            self.purchases.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         if self.log is not None:

@@ -21,6 +21,8 @@ import psycopg
 import pytest
 
 from freshcart.features.materialize import materialize
+from freshcart.kafka_io import make_producer
+from freshcart.schema import Event
 from freshcart.features.store import run_feast
 from freshcart.serving.catalogue import load_catalogue
 from freshcart.serving.ingest import ingest_predictions, read_predictions
@@ -99,6 +101,18 @@ def test_predict_recommend_explain_auth_validation_reload_and_the_prediction_log
     assert [i["score"] for i in items] == sorted((i["score"] for i in items), reverse=True)
     assert {i["source"] for i in items} <= {"session", "recent", "trending", "popular"}
     assert len({i["product_id"] for i in items}) == 10
+
+    # a purchase on the events topic after the service started leaves the product out of the next ranking
+    bought = items[0]["product_id"]
+    purchase = Event(f"bought-{uuid.uuid4().hex}", datetime.now(timezone.utc), "purchase", bought,
+                     1, None, None, 9.99, user, f"s-{uuid.uuid4().hex[:8]}")
+    producer = make_producer(settings)
+    producer.send(settings.events_topic, key=purchase.key, value=purchase.to_json())
+    producer.flush(timeout=30)
+    producer.close()
+    wait_until(lambda: bought not in {i["product_id"] for i in client.post(
+        "/recommend", json={"user_id": user, "k": 10}, headers=AUTH).json()["items"]}, 30,
+        "the product bought a moment ago left out of /recommend")
 
     explained = client.post("/explain", json={"user_id": user, "product_ids": products[:2], "top": 4}, headers=AUTH)
     assert explained.status_code == 200, explained.text
