@@ -12,9 +12,8 @@ A CSV row with too few or too many fields (a truncated line, an extra column), o
 that is not a JSON object, is not a reason to refuse the file: it is handed to ``malformed`` (when
 given) and skipped, and every other row is read.
 Quote characters have no special meaning in either CSV format (neither publishes quoted fields), so a
-stray ``"`` cannot join a line to the next one. Cells are read as bytes and checked as UTF-8 text
-per batch: a row with a cell that is not UTF-8 goes to ``malformed`` too (without it, the file is
-refused with a :class:`LoadError` that says so).
+stray ``"`` cannot join a line to the next one. A CSV line that is not UTF-8 text goes to
+``malformed`` too (without it, the file is refused with a :class:`LoadError` that says so).
 """
 
 from __future__ import annotations
@@ -65,24 +64,6 @@ SPECS = {
 }
 
 
-class _CountingReader:
-    """A binary file wrapper that reports bytes read, for progress bars."""
-
-    def __init__(self, handle: BinaryIO, progress: Callable[[int], None] | None) -> None:
-        self._handle = handle
-        self._progress = progress
-        self.closed = False
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
-        if self._progress is not None and data:
-            self._progress(len(data))
-        return data
-
-    def __getattr__(self, name: str):  # seekable(), tell(), ... come from the real file
-        return getattr(self._handle, name)
-
-
 def _parse_options(malformed: Optional[Malformed]) -> pv.ParseOptions:
     def handler(row: pv.InvalidRow) -> str:
         if malformed is None:
@@ -94,40 +75,70 @@ def _parse_options(malformed: Optional[Malformed]) -> pv.ParseOptions:
 
 
 def _all_text(names: tuple[str, ...]) -> pv.ConvertOptions:
-    """Every column as raw bytes: :func:`_utf8_rows` turns them into text."""
     return pv.ConvertOptions(
-        column_types={name: pa.binary() for name in names}, strings_can_be_null=False
+        column_types={name: pa.string() for name in names}, strings_can_be_null=False
     )
 
 
-def _utf8_rows(table: pa.Table, path: Path, malformed: Optional[Malformed]) -> pa.Table:
-    """The byte columns as text; rows with a cell that is not UTF-8 go to ``malformed`` (one pass per column
-    when the batch is valid, the usual case; row by row only for a column that is not)."""
-    names = [n for n in table.column_names if pa.types.is_binary(table.schema.field(n).type)]
-    bad = np.zeros(table.num_rows, dtype=bool)
-    for name in names:
+class _Utf8Lines:
+    """A binary file wrapper for the CSV reader that passes only UTF-8 lines on: a line that is not UTF-8 text
+    goes to ``malformed`` and is passed on as an empty line (which the reader skips). Whole blocks are
+    checked at once; line by line only in a block that holds a bad one."""
+
+    def __init__(self, handle: BinaryIO, path: Path, progress: Callable[[int], None] | None,
+                 malformed: Optional[Malformed]) -> None:
+        self._handle = handle
+        self._path = path
+        self._progress = progress
+        self._malformed = malformed
+        self._carry = b""  # the start of a line whose end is not read yet
+        self._ready = b""  # checked bytes not handed out yet
+        self._line = 0  # lines checked so far
+        self._eof = False
+        self.closed = False
+
+    def _check(self, block: bytes) -> bytes:
         try:
-            pc.cast(table[name], pa.string())
-        except pa.ArrowInvalid:
-            cells = table[name].to_pylist()
-            for i, cell in enumerate(cells):
-                try:
-                    cell.decode("utf-8")
-                except UnicodeDecodeError:
-                    bad[i] = True
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        if malformed is None:
-            raise LoadError(f"{path}: line {int(table['_line'][int(rows[0])].as_py())} is not UTF-8 text; convert "
-                            f"the file first, e.g. `iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}`")
-        lines = table["_line"].to_pylist()
-        for i in rows:
-            text = b",".join(table[n][int(i)].as_py() or b"" for n in names).decode("utf-8", "replace")
-            malformed(f"line {lines[i]}: not UTF-8 text", text)
-        table = table.filter(pa.array(~bad))
-    for name in names:
-        table = table.set_column(table.column_names.index(name), name, pc.cast(table[name], pa.string()))
-    return table
+            block.decode("utf-8")
+            self._line += block.count(b"\n")
+            return block
+        except UnicodeDecodeError:
+            pass
+        kept = []
+        for line in block.splitlines(keepends=True):
+            self._line += 1
+            try:
+                line.decode("utf-8")
+                kept.append(line)
+            except UnicodeDecodeError:
+                if self._malformed is None:
+                    raise LoadError(f"{self._path}: line {self._line} is not UTF-8 text; convert the file first, e.g. "
+                                    f"`iconv -f latin1 -t utf-8 {self._path.name} > {self._path.stem}.utf8"
+                                    f"{self._path.suffix}`") from None
+                self._malformed(f"line {self._line}: not UTF-8 text", line.rstrip(b"\r\n").decode("utf-8", "replace"))
+                kept.append(b"\n")
+        return b"".join(kept)
+
+    def read(self, size: int = -1) -> bytes:
+        want = size if size and size > 0 else 1 << 62
+        while len(self._ready) < want and not self._eof:
+            data = self._handle.read(max(want - len(self._ready), 1 << 20) if size and size > 0 else -1)
+            if self._progress is not None and data:
+                self._progress(len(data))
+            if not data:
+                self._eof = True
+                block, self._carry = self._carry, b""
+            else:
+                buffer = self._carry + data
+                cut = buffer.rfind(b"\n") + 1
+                block, self._carry = buffer[:cut], buffer[cut:]
+            if block:
+                self._ready += self._check(block)
+        out, self._ready = self._ready[:want], self._ready[want:]
+        return out
+
+    def __getattr__(self, name: str):  # seekable(), tell(), ... come from the real file
+        return getattr(self._handle, name)
 
 
 def _with_lines(batch: pa.RecordBatch, first_line: int) -> pa.Table:
@@ -147,14 +158,14 @@ def read_rees46(path: Path, block_bytes: int, progress: Callable[[int], None] | 
             )
         handle.seek(0)
         reader = pv.open_csv(
-            _CountingReader(handle, progress),
+            _Utf8Lines(handle, path, progress, malformed),
             read_options=pv.ReadOptions(block_size=block_bytes),
             parse_options=_parse_options(malformed),
             convert_options=_all_text(REES46_HEADER),
         )
         line = 2
         for batch in reader:
-            yield _utf8_rows(_with_lines(batch, line), path, malformed)
+            yield _with_lines(batch, line)
             line += batch.num_rows
 
 
@@ -197,14 +208,14 @@ def read_taobao(path: Path, block_bytes: int, progress: Callable[[int], None] | 
             )
         handle.seek(0)
         reader = pv.open_csv(
-            _CountingReader(handle, progress),
+            _Utf8Lines(handle, path, progress, malformed),
             read_options=pv.ReadOptions(block_size=block_bytes, column_names=list(TAOBAO_COLUMNS)),
             parse_options=_parse_options(malformed),
             convert_options=_all_text(TAOBAO_COLUMNS),
         )
         line = 1
         for batch in reader:
-            yield _taobao_to_canonical(_utf8_rows(_with_lines(batch, line), path, malformed))
+            yield _taobao_to_canonical(_with_lines(batch, line))
             line += batch.num_rows
 
 
