@@ -191,3 +191,30 @@ def test_forget_in_the_stream_cache_keeps_every_other_key(tmp_path: Path) -> Non
     assert forget_in_cache(settings, 41) == {}
     assert shopper_keys(b"u:41", 41) and shopper_keys(b"c:41:3", 41)
     assert not shopper_keys(b"u:411", 41) and not shopper_keys(b"c:411:3", 41) and not shopper_keys(b"p:41", 41)
+
+
+def test_forget_from_the_command_line_maps_the_shops_id_and_audits_the_pseudonym(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from freshcart.cli import app
+
+    monkeypatch.setenv("FRESHCART_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FRESHCART_PSEUDONYMISE", "true")
+    monkeypatch.setenv("FRESHCART_ID_KEY", KEY.decode())
+    mapper = Pseudonymiser(KEY)
+    settings = load_settings()
+    stored = [_event(mapper.user_id(RAW), n) for n in range(2)] + [_event(mapper.user_id(RAW + 1), 5)]
+    storage.upsert_partition(settings.offline_events_dir, datetime(2025, 1, 8).date(), events_to_table(stored))
+    runner = CliRunner()
+    assert runner.invoke(app, ["privacy", "forget", "--user", "12x"]).exit_code == 2
+
+    result = runner.invoke(app, ["privacy", "forget", "--user", str(RAW), "--no-stream", "--by", "dpo"])
+
+    assert result.exit_code == 0, result.output
+    assert set(storage.read_events(settings.offline_events_dir)["user_id"].to_pylist()) == {mapper.user_id(RAW + 1)}
+    audit = (tmp_path / "privacy" / "erasures.jsonl").read_text()
+    record = json.loads(audit)
+    assert record["user_id"] == mapper.user_id(RAW) and str(RAW) not in audit
+    assert record["files"] == {"offline/events": 2} and record["stream_skipped"] and record["requested_by"] == "dpo"
+    assert (tmp_path / "privacy" / "erasures.jsonl").stat().st_mode & 0o777 == 0o600
