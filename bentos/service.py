@@ -23,7 +23,7 @@ from typing import Any
 import bentoml
 from starlette.responses import JSONResponse
 
-from freshcart.serving.asgi import ApiKeyMiddleware, docs_redirect
+from freshcart.serving.asgi import ApiKeyMiddleware, ClientErrorsInOneLine, ReadinessMiddleware, docs_redirect
 from freshcart.serving.schemas import (
     ExplainRequest, PredictRequest, PredictResponse, RecommendRequest, RecommendResponse,
 )
@@ -33,6 +33,8 @@ from freshcart.settings import load_settings
 SETTINGS = load_settings()
 log = logging.getLogger("freshcart.serving")
 logging.getLogger("kafka").setLevel(logging.ERROR)  # a line per expired record while Kafka is away: counted instead
+logging.getLogger("bentoml._internal.server.http_app").addFilter(ClientErrorsInOneLine())
+_READY: dict[str, Any] = {}  # the worker's readiness check, once its service is made
 TRAFFIC = {"timeout": 30, "max_concurrency": 256}
 LOGGING = {"access": {"enabled": SETTINGS.serving_access_log}}
 
@@ -64,6 +66,7 @@ class _Scoring:
         self.core = ScoringService(SETTINGS, metrics, prediction_log)
         self.core.start()
         self._was_ready: bool | None = None
+        _READY["check"] = self.readiness
         if SETTINGS.serving_gc_freeze:  # what start loaded stays: later collections scan only request garbage
             gc.collect()
             gc.freeze()
@@ -97,12 +100,16 @@ class _Scoring:
         """A trivial endpoint: the framework's own floor for latency comparisons."""
         return {"ok": True}
 
-    def __is_ready__(self) -> bool:
+    def readiness(self) -> tuple[bool, str]:
+        """Ready, and why (or why not); a change is logged once."""
         ready, reason = self.core.ready()
         if ready != self._was_ready:
             (log.info if ready else log.warning)("readiness: %s (%s)", "ready" if ready else "not ready", reason)
             self._was_ready = ready
-        return ready
+        return ready, reason
+
+    def __is_ready__(self) -> bool:
+        return self.readiness()[0]
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
@@ -125,4 +132,6 @@ class FreshCartScoringGPU(_Scoring):
 for _service in (FreshCartScoring, FreshCartScoringGPU):
     _service.add_asgi_middleware(ApiKeyMiddleware, api_key=SETTINGS.serving_api_key.get_secret_value()
                                  if SETTINGS.serving_api_key else None)
+    _service.add_asgi_middleware(ReadinessMiddleware, ready=lambda: _READY["check"]() if "check" in _READY
+                                 else (False, "the service is starting"))
     _service.mount_asgi_app(docs_redirect, path="/docs", name="docs")

@@ -233,11 +233,14 @@ def test_production_profile_serves_from_redis_and_answers_503_while_it_is_down(
     assert down.status_code == 503, down.text
     assert "redis" in down.json()["detail"].lower() and "online store" in down.json()["detail"]
     assert client.post("/recommend", json={"user_id": user, "k": 5}).status_code == 503
-    assert client.get("/readyz").status_code == 503
+    not_ready = client.get("/readyz")
+    assert not_ready.status_code == 503 and not not_ready.json()["ready"]
+    assert "redis" in not_ready.json()["detail"].lower(), not_ready.text
     assert client.get("/livez").status_code == 200
 
     redis_service.start(redis_settings)  # the same data directory: the features come back
     recovered = wait_until(lambda: (r := client.post("/predict", json=body)).status_code == 200 and r, 60,
                            "answers again after Redis restarted")
     assert not recovered.json()["cold_start"]
-    assert client.get("/readyz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] and "serving" in ready.json()["detail"], ready.text

@@ -6,6 +6,7 @@ The BentoML process, the real stores and Kafka are exercised in tests/integratio
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from freshcart.features import spec
-from freshcart.serving.asgi import ApiKeyMiddleware
+from freshcart.serving.asgi import ApiKeyMiddleware, ClientErrorsInOneLine, ReadinessMiddleware
 from freshcart.serving.assemble import Candidates, OnlineRows, build_model_input, request_seconds
 from freshcart.serving.candidates import (
     Candidate, PopularSource, RecentSource, SessionSource, TrendingSource, gather_candidates, shopper_context,
@@ -223,3 +224,54 @@ def test_api_key_is_required_except_on_probes_and_metrics() -> None:
     for path in ("/livez", "/readyz", "/metrics"):
         assert _call(app, path, []) == 200
     assert _call(ApiKeyMiddleware(None, None), "/predict", []) == 200  # type: ignore[arg-type]
+
+
+def test_readyz_answers_with_the_reason() -> None:
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.request"}
+
+    down = ReadinessMiddleware(None, lambda: (False, "the online store (redis) did not answer"))  # type: ignore[arg-type]
+    asyncio.run(down({"type": "http", "path": "/readyz", "headers": []}, receive, send))
+    assert sent[0]["status"] == 503
+    assert json.loads(sent[1]["body"]) == {"ready": False, "detail": "the online store (redis) did not answer"}
+    sent.clear()
+    up = ReadinessMiddleware(None, lambda: (True, "serving m v3 (xgboost)"))  # type: ignore[arg-type]
+    asyncio.run(up({"type": "http", "path": "/readyz", "headers": []}, receive, send))
+    assert sent[0]["status"] == 200 and json.loads(sent[1]["body"])["ready"] is True
+
+
+def test_client_errors_are_logged_in_one_line_server_errors_with_their_traceback() -> None:
+    import logging
+
+    from pydantic import BaseModel, ValidationError
+
+    class Body(BaseModel):
+        user_id: int
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("freshcart.test.http_app")
+    logger.addHandler(handler)
+    logger.addFilter(ClientErrorsInOneLine())
+    logger.propagate = False
+    try:
+        try:
+            Body(user_id="x")  # type: ignore[arg-type]
+        except ValidationError:
+            logger.error("Exception on %s [%s]", "/predict", "POST", exc_info=True)
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logger.error("Exception on %s [%s]", "/predict", "POST", exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    client, server = records
+    assert client.exc_info is None and client.levelno == logging.INFO
+    assert client.getMessage().startswith("Exception on /predict [POST]: 400 ValidationError")
+    assert server.exc_info is not None and server.levelno == logging.ERROR
