@@ -90,7 +90,7 @@ def _card(client: Any, name: str, alias: str) -> ModelCard | None:
         return None
     metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
     figures = {f: float(metrics[f"holdout_{f}"]) for f in FIGURES if f"holdout_{f}" in metrics}
-    return ModelCard(alias, str(version.version), str((version.tags or {}).get("model_type", "")), version.run_id,
+    return ModelCard(alias, str(version.version), str((version.tags or {}).get("model_type", "")), version.run_id or "",
                      figures)
 
 
