@@ -6,6 +6,9 @@ fast training-set path and the online scorer, so all three agree.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -22,20 +25,35 @@ def _in_top(categories: object, category: object) -> int:
         return 0
 
 
-def on_demand_features(frame: pd.DataFrame) -> pd.DataFrame:
+def _floats(values: Any) -> np.ndarray:
+    """A column as float64, NaN where it is missing or not a number (``pd.to_numeric(errors="coerce")``)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        return values.astype(np.float64, copy=False)
+    series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def on_demand_columns(columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """``price_vs_user_avg``, ``category_in_user_top3``, ``seconds_since_last_event`` of each row.
 
-    ``frame`` holds the :data:`INPUTS` columns; missing user features give
-    null ratios and 0 for the top-3 flag.
+    ``columns`` maps each of :data:`INPUTS` to a column (a pandas Series, a numpy array or a
+    list); missing user features give null ratios and 0 for the top-3 flag. The scorer passes
+    numpy arrays (no frame to build per request); Feast and the training sets go through
+    :func:`on_demand_features`.
     """
-    avg = pd.to_numeric(frame["avg_purchase_price_30d"], errors="coerce").astype("float64")
-    price = pd.to_numeric(frame["request_price"], errors="coerce").astype("float64")
-    ratio = (price / avg.where(avg > 0)).astype("float64")
-    last = pd.to_numeric(frame["last_event_ts"], errors="coerce").astype("float64")
-    since = pd.to_numeric(frame["request_ts"], errors="coerce").astype("float64") - last
-    in_top = [_in_top(c, k) for c, k in zip(frame["top_categories_30d"], frame["request_category_id"])]
-    return pd.DataFrame({
-        "price_vs_user_avg": ratio.to_numpy(),
+    avg = _floats(columns["avg_purchase_price_30d"])
+    price = _floats(columns["request_price"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = price / np.where(avg > 0, avg, np.nan)
+    since = _floats(columns["request_ts"]) - _floats(columns["last_event_ts"])
+    in_top = [_in_top(c, k) for c, k in zip(columns["top_categories_30d"], columns["request_category_id"])]
+    return {
+        "price_vs_user_avg": ratio,
         "category_in_user_top3": np.asarray(in_top, dtype=np.int64),
-        "seconds_since_last_event": since.to_numpy(),
-    }, index=frame.index)
+        "seconds_since_last_event": since,
+    }
+
+
+def on_demand_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`on_demand_columns` of a frame, as a frame with the same index (Feast's on-demand view)."""
+    return pd.DataFrame(on_demand_columns(frame), index=frame.index)

@@ -2,7 +2,7 @@
 
 A training row (``freshcart.features.training_set``) holds the candidate's ids and
 price, every stored feature as ``<view>__<feature>`` in the spec's Arrow type, and
-the on-demand features from :func:`freshcart.features.on_demand.on_demand_features`
+the on-demand features from :func:`freshcart.features.on_demand.on_demand_columns`
 over the same inputs (the user's average purchase price, top categories and latest
 event time, the candidate's price and category, the request time in Unix seconds).
 :func:`build_model_input` puts the online values into exactly that shape, so the
@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from freshcart.features import spec
-from freshcart.features.on_demand import on_demand_features
+from freshcart.features.on_demand import on_demand_columns
 from freshcart.serving.features import ViewRows
 
 KEY_TYPES = {"product_id": pa.int64(), "category_id": pa.int64(), "price": pa.float64()}
@@ -101,19 +101,23 @@ def build_model_input(candidates: Candidates, rows: OnlineRows, moment: datetime
             "category_id": pa.array(candidates.category_ids, type=pa.int64()),
             "price": pa.array(candidates.prices, type=pa.float64())}
 
-    def user_value(feature: str) -> pd.Series:
+    def user_value(feature: str) -> Any:
+        """The shopper's value of a user_activity feature (None without one)."""
         name = f"user_activity__{feature}"
-        return stored[name].to_pandas() if name in stored else pd.Series([None] * n, dtype=object)
+        return rows.user["user_activity"].values[feature][0] if name in stored else None
 
-    inputs = pd.DataFrame({
-        "avg_purchase_price_30d": user_value("avg_purchase_price_30d"),
-        "top_categories_30d": user_value("top_categories_30d"),
-        "last_event_ts": user_value("last_event_ts"),
-        "request_price": keys["price"].to_pandas().astype("float64"),
-        "request_category_id": keys["category_id"].to_pandas(),
+    def repeated(value: Any) -> np.ndarray:
+        return np.full(n, np.nan if value is None else float(value), dtype=np.float64)
+
+    inputs = {
+        "avg_purchase_price_30d": repeated(user_value("avg_purchase_price_30d")),
+        "top_categories_30d": [user_value("top_categories_30d")] * n,
+        "last_event_ts": repeated(user_value("last_event_ts")),
+        "request_price": np.array([np.nan if p is None else p for p in candidates.prices], dtype=np.float64),
+        "request_category_id": list(candidates.category_ids),
         "request_ts": np.full(n, request_seconds(moment)),
-    })
-    for name, values in on_demand_features(inputs).items():
+    }
+    for name, values in on_demand_columns(inputs).items():
         stored[f"{spec.ON_DEMAND.name}__{name}"] = pa.array(values, from_pandas=True)
     out: dict[str, pa.Array] = {}
     for name in columns:
