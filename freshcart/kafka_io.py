@@ -101,9 +101,23 @@ def ensure_principals(settings: Settings) -> None:
 
 def ensure_acls(admin: KafkaAdminClient, settings: Settings) -> None:
     """Create the ACLs of :func:`freshcart.kafka_acls.acl_specs` (creating an existing ACL is a no-op)."""
-    result = admin.create_acls(acl_specs(settings))
+    from kafka.admin import ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePatternFilter
+    from kafka.admin import ResourceType
+
+    wanted = acl_specs(settings)
+    result = admin.create_acls(wanted)
     if result["failed"]:
         raise RuntimeError(f"kafka: could not create ACLs: {result['failed']}")
+    everything = ACLFilter(principal=None, host=None, operation=ACLOperation.ANY,
+                           permission_type=ACLPermissionType.ANY,
+                           resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY))
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:  # the authorizer applies new ACLs from the metadata log a moment later
+        found, _ = admin.describe_acls(everything)
+        if set(wanted) <= set(found):
+            return
+        time.sleep(0.1)
+    raise RuntimeError("kafka: the new ACLs did not become visible within 30 s; see the broker's log")
 
 
 def make_producer(settings: Settings, role: str = "producer", **overrides: object) -> KafkaProducer:

@@ -1,0 +1,115 @@
+"""Credentials on (the default): the servers `make test` started refuse a client without them, and a Kafka
+principal is held to its role's ACLs, while the same client with the settings' credentials gets through."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Iterator
+
+import psycopg
+import pytest
+import redis
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, TopicAuthorizationFailedError
+
+from freshcart.kafka_io import admin_client, changelog_topic, client_auth, ensure_topics, make_producer
+from freshcart.services.process import port_open
+from freshcart.settings import Settings
+
+TIMEOUTS = {"request_timeout_ms": 5000}
+
+
+@pytest.fixture(scope="module")
+def base(settings: Settings) -> Settings:
+    if not settings.auth:
+        pytest.fail("these tests need the servers started with credentials on (FRESHCART_AUTH=true, the default)")
+    for port in (settings.redis_port, settings.postgres_port):
+        if not port_open("127.0.0.1", port):
+            pytest.fail(f"nothing on 127.0.0.1:{port}: run `FRESHCART_PROFILE=production freshcart services up`")
+    return settings
+
+
+@pytest.fixture
+def topics(base: Settings) -> Iterator[Settings]:
+    """Settings on topics of their own, created (with every role's ACLs) by the admin principal."""
+    tag = uuid.uuid4().hex[:8]
+    own = base.model_copy(update={"events_topic": f"freshcart.test.acl.events.{tag}",
+                                  "product_topic": f"freshcart.test.acl.by-product.{tag}",
+                                  "dlq_topic": f"freshcart.test.acl.dlq.{tag}",
+                                  "predictions_topic": f"freshcart.test.acl.predictions.{tag}",
+                                  "stream_group": f"freshcart-test-acl-{tag}"})
+    ensure_topics(own)
+    yield own
+    admin = admin_client(own)
+    try:
+        inputs = [own.events_topic, own.product_topic]
+        admin.delete_topics([*inputs, own.dlq_topic, own.predictions_topic,
+                             *(changelog_topic(own, t) for t in inputs)])
+    finally:
+        admin.close()
+
+
+def test_redis_refuses_a_client_without_the_password(base: Settings) -> None:
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=base.redis_port).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=base.redis_port, password="not-the-password").ping()
+    assert redis.Redis.from_url(base.online_redis_url).ping()
+
+
+def test_postgres_refuses_a_client_without_the_password(base: Settings) -> None:
+    without = f"postgresql://{base.postgres_user}@127.0.0.1:{base.postgres_port}/freshcart"
+    for dsn in (without, without.replace("@", ":not-the-password@")):
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(dsn, connect_timeout=10)
+    with psycopg.connect(base.postgres_dsn(), connect_timeout=10) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_kafka_refuses_a_client_without_credentials(base: Settings) -> None:
+    with pytest.raises(KafkaError):  # PLAINTEXT against the SASL listener never bootstraps
+        KafkaProducer(bootstrap_servers=base.bootstrap_servers, max_block_ms=5000, **TIMEOUTS)
+    wrong = {**client_auth(base, "producer"), "sasl_plain_password": "not-the-password"}
+    with pytest.raises(KafkaError):
+        KafkaProducer(bootstrap_servers=base.bootstrap_servers, max_block_ms=5000, **wrong, **TIMEOUTS)
+
+
+def test_each_principal_is_held_to_its_acls(topics: Settings) -> None:
+    producer = make_producer(topics)  # freshcart-producer may write events ...
+    producer.send(topics.events_topic, key=b"1", value=b'{"probe": 1}').get(timeout=30)
+    with pytest.raises(KafkaError):  # ... and nothing else
+        producer.send(topics.predictions_topic, value=b"{}").get(timeout=10)
+    producer.close()
+
+    def read(role: str) -> int:
+        consumer = KafkaConsumer(bootstrap_servers=topics.bootstrap_servers, enable_auto_commit=False,
+                                 **client_auth(topics, role), **TIMEOUTS)
+        try:
+            consumer.assign([TopicPartition(topics.events_topic, p) for p in range(topics.events_partitions)])
+            consumer.seek_to_beginning()
+            records = 0
+            for _ in range(20):
+                records += sum(len(batch) for batch in consumer.poll(timeout_ms=500).values())
+                if records:
+                    break
+            return records
+        finally:
+            consumer.close()
+
+    assert read("stream") == 1  # the stream processor reads the events topic
+    for role in ("producer", "serving", "monitoring"):  # no other role gets the record
+        try:
+            assert read(role) == 0, role  # no DESCRIBE: the topic is not even in its metadata
+        except TopicAuthorizationFailedError:  # DESCRIBE but no READ: the fetch is refused
+            pass
+
+
+def test_a_principal_cannot_join_a_group_its_acls_do_not_name(topics: Settings) -> None:
+    consumer = KafkaConsumer(topics.events_topic, bootstrap_servers=topics.bootstrap_servers,
+                             group_id=f"{topics.stream_group}-other", **client_auth(topics, "stream"), **TIMEOUTS)
+    try:
+        with pytest.raises(KafkaError, match="(?i)group"):
+            for _ in range(20):
+                consumer.poll(timeout_ms=500)
+    finally:
+        consumer.close()
