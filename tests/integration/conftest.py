@@ -79,7 +79,8 @@ def production(tmp_path: Path) -> Iterator[Settings]:
     database = f"freshcart_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(base.postgres_dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
-    client = redis.Redis.from_url(base.online_redis_url, db=REDIS_DB)
+    password = base.redis_password.get_secret_value() if base.redis_password else None
+    client = redis.Redis(host="127.0.0.1", port=base.redis_port, db=REDIS_DB, password=password)
     client.flushdb()
     yield load_settings(profile="production", data_dir=tmp_path, postgres_url=base.postgres_dsn(database),
                         redis_url=f"redis://127.0.0.1:{base.redis_port}/{REDIS_DB}")  # password: FRESHCART_SECRETS_DIR
