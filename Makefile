@@ -93,7 +93,7 @@ airflow: $(VENV)/.installed ## Airflow 3 standalone with dags/ (UI on 127.0.0.1:
 
 MLFLOW_PORT ?= 5000
 .PHONY: mlflow-ui
-mlflow-ui: $(VENV)/.installed ## MLflow tracking UI for the profile's store on http://127.0.0.1:5000 (MLFLOW_PORT)
+mlflow-ui: $(VENV)/.installed ## MLflow tracking UI for the profile's store on http://127.0.0.1:5000 (MLFLOW_PORT); production: the basic-auth tracking server
 	$(PY) -m freshcart.training.ui --port $(MLFLOW_PORT)
 
 EVIDENTLY_PORT ?= 8000

@@ -17,6 +17,7 @@ from pathlib import Path
 SECRET_FIELDS = (
     "redis_password", "postgres_password", "kafka_admin_password", "kafka_producer_password",
     "kafka_stream_password", "kafka_serving_password", "kafka_monitoring_password", "serving_api_key",
+    "mlflow_admin_password",
 )
 """Settings fields that hold a server's secret; each one's file under the secrets dir has the field's name."""
 
@@ -29,6 +30,10 @@ KAFKA_ROLES = {
 }
 """Kafka SASL/SCRAM principals, one per role: admin (the broker itself, topics and ACLs), producer of
 events, stream processor, scoring service (prediction log) and monitoring (prediction ingest, lag, DLQ)."""
+
+
+MLFLOW_ADMIN_USER = "admin"
+"""The admin user of the MLflow tracking server's basic-auth app."""
 
 
 class CredentialError(RuntimeError):
@@ -77,6 +82,14 @@ def write_secret(path: Path, value: str) -> None:
         os.write(descriptor, value.encode("utf-8"))
     finally:
         os.close(descriptor)
+
+
+def export_mlflow_credentials(tracking_uri: str, password: str | None) -> None:
+    """Let MLflow's HTTP client log in to a tracking server with basic auth (it reads
+    MLFLOW_TRACKING_USERNAME/PASSWORD at each request); a user already in the environment is kept."""
+    if password and tracking_uri.startswith(("http://", "https://")) and "MLFLOW_TRACKING_USERNAME" not in os.environ:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = MLFLOW_ADMIN_USER
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
 
 
 def is_loopback(host: str) -> bool:

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
         None, description="SCRAM password of freshcart-monitoring (prediction ingest, lag, dead letters); "
         "generated when unset.",
     )
+    mlflow_admin_password: SecretStr | None = Field(
+        None, description="Password of the admin user of the MLflow tracking server (basic-auth app, production "
+        "profile, `make mlflow-ui`); generated at its first start when unset.",
+    )
 
     # Kafka
     kafka_host: str = Field("127.0.0.1", description="Address the local broker listens on.")
