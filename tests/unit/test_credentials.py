@@ -128,3 +128,22 @@ def test_nothing_committed_holds_a_secret() -> None:
     assert found == []
     assert SECRET_ASSIGNMENT.search("FRESHCART_REDIS_PASSWORD=" "Zk3v9qLmXa2")  # the pattern does find one
     assert not (REPO_ROOT / ".gitignore").is_file() or "data" in (REPO_ROOT / ".gitignore").read_text()
+
+
+def test_serve_generates_the_api_key_and_hands_it_to_the_service(tmp_path: Path, monkeypatch) -> None:
+    import subprocess as sp
+
+    seen: dict = {}
+    monkeypatch.setattr(sp, "call", lambda command, cwd, env: seen.update(command=command, env=env) or 0)
+    env = {"FRESHCART_DATA_DIR": str(tmp_path)}
+    result = CliRunner().invoke(app, ["serve"], env=env)
+    assert result.exit_code == 0, result.output
+    key = (tmp_path / "secrets" / "serving_api_key").read_text()
+    assert len(key) >= 40 and (tmp_path / "secrets" / "serving_api_key").stat().st_mode & 0o777 == 0o600
+    assert seen["env"]["FRESHCART_SERVING_API_KEY"] == key and key not in result.output
+    assert "--host" in seen["command"] and seen["command"][seen["command"].index("--host") + 1] == "127.0.0.1"
+
+    seen.clear()
+    opened = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"], env={**env, "FRESHCART_AUTH": "false"})
+    assert opened.exit_code == 0 and "FRESHCART_SERVING_API_KEY" not in seen["env"]
+    assert "listens on 0.0.0.0 without credentials" in opened.output
