@@ -84,17 +84,21 @@ clean: services-down ## Remove generated data (keeps the environment)
 FRESHCART_DATA_DIR ?= $(CURDIR)/data
 AIRFLOW_PORT ?= 8080
 .PHONY: airflow
-airflow: $(VENV)/.installed ## Airflow 3 standalone with dags/ and plugins/ (UI and the FreshCart page on :8080, password printed); home in data/airflow
-	@mkdir -p "$(FRESHCART_DATA_DIR)/airflow"
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" FRESHCART_DATA_DIR="$(FRESHCART_DATA_DIR)" \
+FRESHCART_BIND_HOST ?= 127.0.0.1
+airflow: $(VENV)/.installed ## Airflow 3 standalone with dags/ and plugins/ (UI and the FreshCart page on 127.0.0.1:8080; admin's password generated once, printed, kept in data/secrets)
+	@mkdir -p "$(FRESHCART_DATA_DIR)/airflow" "$(FRESHCART_DATA_DIR)/secrets" && chmod 700 "$(FRESHCART_DATA_DIR)/secrets"
+	umask 077; PATH="$(CURDIR)/$(VENV)/bin:$$PATH" FRESHCART_DATA_DIR="$(FRESHCART_DATA_DIR)" \
 	  AIRFLOW_HOME="$(FRESHCART_DATA_DIR)/airflow" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" \
 	  AIRFLOW__CORE__PLUGINS_FOLDER="$(CURDIR)/plugins" FRESHCART_MONITOR_UI_URL=http://127.0.0.1:$(EVIDENTLY_PORT) \
+	  AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=False \
+	  AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$(FRESHCART_DATA_DIR)/secrets/airflow_passwords.json" \
+	  AIRFLOW__API__HOST=$(FRESHCART_BIND_HOST) \
 	  AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
 	  AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) airflow standalone
 
 MLFLOW_PORT ?= 5000
 .PHONY: mlflow-ui
-mlflow-ui: $(VENV)/.installed ## MLflow tracking UI for the profile's store on http://127.0.0.1:5000 (MLFLOW_PORT)
+mlflow-ui: $(VENV)/.installed ## MLflow tracking UI for the profile's store on http://127.0.0.1:5000 (MLFLOW_PORT); production: the basic-auth tracking server
 	$(PY) -m freshcart.training.ui --port $(MLFLOW_PORT)
 
 EVIDENTLY_PORT ?= 8000

@@ -67,7 +67,8 @@ def fresh(base: Settings, template: Path) -> Settings:
         shutil.rmtree(data_dir)
         shutil.copytree(template, data_dir)
     else:
-        redis.Redis(port=base.redis_port, db=REDIS_DB).flushdb()
+        redis.Redis(port=base.redis_port, db=REDIS_DB, password=base.redis_password.get_secret_value()
+                    if base.redis_password else None).flushdb()
     settings = base.model_copy(update={
         "data_dir": data_dir, "events_topic": f"bench.events.{tag}", "product_topic": f"bench.by-product.{tag}",
         "dlq_topic": f"bench.dlq.{tag}", "stream_group": f"bench-{tag}", "stream_metrics_port": 0})

@@ -30,9 +30,9 @@ import time
 import uuid
 from pathlib import Path
 
-from kafka import KafkaAdminClient, TopicPartition
+from kafka import TopicPartition
 
-from freshcart.kafka_io import changelog_topic, ensure_topics
+from freshcart.kafka_io import admin_client, changelog_topic, ensure_topics
 from freshcart.schema import TimeBounds
 from freshcart.settings import Settings, load_settings
 from freshcart.simulator import SimulationConfig, iter_records
@@ -141,7 +141,7 @@ def main() -> None:
     finally:
         reader.close()
         shutil.rmtree(workdir, ignore_errors=True)
-        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        admin = admin_client(settings)
         try:
             inputs = [settings.events_topic, settings.product_topic]
             admin.delete_topics([*inputs, settings.dlq_topic, *(changelog_topic(settings, t) for t in inputs)])

@@ -13,9 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Iterable
 from typing import Any, Literal
+from urllib.parse import quote
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from freshcart.credentials import KAFKA_ROLES, SECRET_FIELDS, CredentialError, read_secrets
 
 ENV_PREFIX = "FRESHCART_"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +48,44 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=_default_data_dir,
         description="Where events, service data, logs and pid files live.",
+    )
+
+    # Security (docs/security.md)
+    auth: bool = Field(
+        True, description="Credentials on every server FreshCart starts (Kafka SASL/SCRAM and ACLs, Redis "
+        "requirepass, PostgreSQL passwords, the scoring service's API key, MLflow basic auth); false only on a "
+        "machine of your own.",
+    )
+    bind_host: str = Field(
+        "127.0.0.1", min_length=1, description="Address the servers listen on; loopback unless opened on purpose "
+        "(a warning when it is not loopback and a server has no credentials).",
+    )
+    secrets_dir: Path | None = Field(
+        None, description="Where generated secrets live (one file per secret, mode 0600); defaults to "
+        "<data_dir>/secrets.",
+    )
+    redis_password: SecretStr | None = Field(
+        None, description="Redis requirepass; generated at the server's first start when unset.",
+    )
+    kafka_admin_password: SecretStr | None = Field(
+        None, description="SCRAM password of freshcart-admin (broker, topics, ACLs); generated when unset.",
+    )
+    kafka_producer_password: SecretStr | None = Field(
+        None, description="SCRAM password of freshcart-producer (writes events); generated when unset.",
+    )
+    kafka_stream_password: SecretStr | None = Field(
+        None, description="SCRAM password of freshcart-stream (the stream processor); generated when unset.",
+    )
+    kafka_serving_password: SecretStr | None = Field(
+        None, description="SCRAM password of freshcart-serving (the prediction log); generated when unset.",
+    )
+    kafka_monitoring_password: SecretStr | None = Field(
+        None, description="SCRAM password of freshcart-monitoring (prediction ingest, lag, dead letters); "
+        "generated when unset.",
+    )
+    mlflow_admin_password: SecretStr | None = Field(
+        None, description="Password of the admin user of the MLflow tracking server (basic-auth app, production "
+        "profile, `make mlflow-ui`); generated at its first start when unset.",
     )
 
     # Kafka
@@ -155,7 +196,9 @@ class Settings(BaseSettings):
     )
 
     # Serving (`freshcart serve`, bentos/)
-    serving_host: str = Field("127.0.0.1", min_length=1, description="Address the scoring service listens on.")
+    serving_host: str = Field(
+        "127.0.0.1", min_length=1, description="Address the scoring service listens on; defaults to bind_host."
+    )
     serving_port: int = Field(3000, ge=1, le=65535, description="Port of the scoring service.")
     serving_api_key: SecretStr | None = Field(
         None, description="Bearer token the scoring service requires on every route but /livez, /readyz and "
@@ -275,14 +318,46 @@ class Settings(BaseSettings):
     def _floor_is_utc(cls, value: datetime) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _serving_host_follows_bind_host(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "serving_host" not in data and data.get("bind_host"):
+            data = {**data, "serving_host": data["bind_host"]}
+        return data
+
     # Derived values -------------------------------------------------------------
+    @property
+    def secrets_path(self) -> Path:
+        """The folder of the generated secrets."""
+        return self.secrets_dir or self.data_dir / "secrets"
+
+    def kafka_credentials(self, role: str) -> tuple[str, str] | None:
+        """(principal, password) of a Kafka role, or None when credentials are off."""
+        if not self.auth:
+            return None
+        if role not in KAFKA_ROLES:
+            raise ConfigError(f"unknown Kafka role {role!r}; known: {', '.join(KAFKA_ROLES)}")
+        secret = getattr(self, f"kafka_{role}_password")
+        if secret is None:
+            raise ConfigError(
+                f"FRESHCART_KAFKA_{role.upper()}_PASSWORD is not set and {self.secrets_path / f'kafka_{role}_password'} "
+                "does not exist: start the broker (`freshcart services up`), point FRESHCART_SECRETS_DIR at its "
+                "secrets, or set FRESHCART_AUTH=false for a broker without credentials."
+            )
+        return KAFKA_ROLES[role], secret.get_secret_value()
+
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"{self.kafka_host}:{self.kafka_port}"
 
     @property
     def online_redis_url(self) -> str:
-        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        """The online store's Redis URL, with the password (when set) unless the URL carries its own."""
+        url = self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        scheme, sep, rest = url.partition("://")
+        if self.redis_password is None or not sep or "@" in rest:
+            return url
+        return f"{scheme}://:{quote(self.redis_password.get_secret_value(), safe='')}@{rest}"
 
     def postgres_dsn(self, database: str = "freshcart") -> str:
         """A PostgreSQL URL (with the secret, if any) for one of the project's databases."""
@@ -355,7 +430,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             shown[name] = "**********" if isinstance(value, SecretStr) else value
         shown["bootstrap_servers"] = self.bootstrap_servers
-        shown["online_redis_url"] = self.online_redis_url
+        shown["online_redis_url"] = _mask_url(self.online_redis_url)
         shown["postgres_dsn"] = _mask_url(self.postgres_dsn())
         shown["tracking_uri"] = _mask_url(self.tracking_uri)
         return shown
@@ -369,13 +444,15 @@ def _mask_url(url: str) -> str:
     creds, _, host = rest.rpartition("@")
     if ":" in creds:
         creds = creds.split(":", 1)[0] + ":**********"
+    elif creds:
+        creds = "**********"
     return f"{scheme}://{creds}@{host}"
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate the settings; a bad value raises :class:`ConfigError` naming the variable."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -387,3 +464,17 @@ def load_settings(**overrides: Any) -> Settings:
                 else f"{field}: unknown setting (known: {', '.join(Settings.model_fields)})"
             )
         raise ConfigError("invalid FreshCart settings:\n  " + "\n  ".join(problems)) from None
+    return with_stored_secrets(settings)
+
+
+def with_stored_secrets(settings: Settings) -> Settings:
+    """``settings`` with every unset secret taken from its file under the secrets dir (credentials on)."""
+    if not settings.auth or not settings.secrets_path.is_dir():
+        return settings
+    try:
+        stored = read_secrets(settings.secrets_path)
+    except CredentialError as exc:
+        raise ConfigError(str(exc)) from None
+    missing = {name: SecretStr(value) for name, value in stored.items()
+               if name in SECRET_FIELDS and getattr(settings, name) is None}
+    return settings.model_copy(update=missing) if missing else settings

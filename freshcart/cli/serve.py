@@ -27,7 +27,16 @@ def serve(
     """
     from freshcart.serving.launch import BENTOS_DIR, bentoml_serve_command, serving_env
 
-    settings = settings_or_exit()
+    from freshcart.services.credentials import exposure_warning, provision
+
+    settings = provision(settings_or_exit(), ("serving_api_key",))
+    warning = exposure_warning("the scoring service", host or settings.serving_host,
+                               settings.serving_api_key is not None)
+    if warning:
+        err.print(warning, highlight=False)
+    if settings.serving_api_key is not None:
+        err.print(f"API key: send 'Authorization: Bearer <key>', the key is in {settings.secrets_path / 'serving_api_key'}"
+                  " (or FRESHCART_SERVING_API_KEY)", highlight=False)
     command = bentoml_serve_command(settings, host, port, "gpu" if gpu else "cpu")
     err.print(f"scoring service ({settings.profile} profile) on http://{host or settings.serving_host}:"
               f"{port or settings.serving_port} (docs at /docs)", highlight=False)

@@ -22,9 +22,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kafka import KafkaAdminClient, TopicPartition
+from kafka import TopicPartition
 
-from freshcart.kafka_io import changelog_topic
+from freshcart.kafka_io import admin_client, changelog_topic
 from freshcart.settings import Settings
 from freshcart.stream.changelog import ChangelogReader, ChangelogWriter
 from freshcart.stream.checkpoint import CheckpointStore, checkpoint_path
@@ -50,7 +50,7 @@ def shopper_keys(key: bytes, user_id: int) -> bool:
 
 def check_stopped(settings: Settings) -> None:
     """Raise :class:`StreamRunning` when the stream group has active members."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="freshcart-privacy")
+    admin = admin_client(settings, "freshcart-privacy")
     try:
         groups = admin.describe_groups([settings.stream_group])
     finally:

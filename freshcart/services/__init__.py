@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from freshcart.services import kafka, postgres, redis
+from freshcart.services.credentials import exposure_warning
 from freshcart.services.process import ServiceError, ServiceStatus
 from freshcart.settings import Settings
 
@@ -24,8 +25,11 @@ def for_profile(settings: Settings) -> tuple[ModuleType, ...]:
 
 
 def up(settings: Settings) -> list[str]:
-    """Start the profile's services; already-running ones are left as they are."""
-    return [service.start(settings) for service in for_profile(settings)]
+    """Start the profile's services; already-running ones are left as they are. A warning first when they
+    listen beyond loopback without credentials."""
+    lines = [line for service in for_profile(settings)
+             if (line := exposure_warning(service.NAME, settings.bind_host, settings.auth))]
+    return lines + [service.start(settings) for service in for_profile(settings)]
 
 
 def down(settings: Settings) -> list[str]:

@@ -1,4 +1,9 @@
-"""The project's PostgreSQL server (production profile: Feast registry, MLflow), on loopback.
+"""The project's PostgreSQL server (production profile: Feast registry, MLflow), on FRESHCART_BIND_HOST
+(loopback by default).
+
+With credentials on, the cluster is initialised with a password for the role FRESHCART_POSTGRES_USER
+(FRESHCART_POSTGRES_PASSWORD, generated at the first start) and SCRAM-SHA-256 on every TCP connection;
+the Unix socket (under the data dir, for the server's own tools) stays trust.
 
 PostgreSQL refuses to run as root: when FreshCart runs as root, the server runs
 as the ``postgres`` user that the Debian package creates.
@@ -10,6 +15,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from freshcart.services.credentials import provision
 from freshcart.services.process import (
     ServiceError, ServiceStatus, ensure_port_free, read_pid, stop_pid,
 )
@@ -19,6 +25,7 @@ NAME = "postgres"
 HOST = "127.0.0.1"
 DATABASES = ("freshcart", "freshcart_mlflow")
 SERVER_USER = "postgres"
+PASSWORD_MARKER = "scram-sha-256"
 
 
 def _bin(tool: str) -> str:
@@ -60,6 +67,7 @@ def _init(settings: Settings) -> None:
             "--auth-local=trust"]
     if settings.postgres_password is not None:
         pwfile = home / "pwfile"
+        pwfile.touch(mode=0o600)
         pwfile.write_text(settings.postgres_password.get_secret_value())
         if os.geteuid() == 0:
             subprocess.run(["chown", f"{SERVER_USER}:", str(pwfile)], check=True)
@@ -70,6 +78,10 @@ def _init(settings: Settings) -> None:
         _run(argv, "initdb")
     finally:
         (home / "pwfile").unlink(missing_ok=True)
+    if settings.postgres_password is not None:  # clients from other hosts too, once FRESHCART_BIND_HOST opens it
+        with open(data / "pg_hba.conf", "a", encoding="utf-8") as hba:
+            hba.write("host    all    all    all    scram-sha-256\n")
+        (home / PASSWORD_MARKER).write_text("initialised with scram-sha-256 passwords\n")
 
 
 def _postmaster_pid(settings: Settings) -> int | None:
@@ -98,12 +110,14 @@ def start(settings: Settings) -> str:
     if pid is not None:
         return f"postgres already running (pid {pid}) on {HOST}:{settings.postgres_port}"
     ensure_port_free(NAME, HOST, settings.postgres_port, "FRESHCART_POSTGRES_PORT")
+    settings = provision(settings, ("postgres_password",))
     _init(settings)
     home = _home(settings)
+    trust = settings.auth and not (home / PASSWORD_MARKER).exists()
     log = settings.logs_dir / "postgres.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     server_log = home / "server.log"
-    options = f"-p {settings.postgres_port} -k {home / 'socket'} -c listen_addresses={HOST}"
+    options = f"-p {settings.postgres_port} -k {home / 'socket'} -c listen_addresses={settings.bind_host}"
     _run([_bin("pg_ctl"), "-D", str(home / "data"), "-l", str(server_log), "-o", options, "-w",
           "-t", "60", "start"], f"starting the server (see {server_log})")
     pid = _postmaster_pid(settings)
@@ -113,6 +127,9 @@ def start(settings: Settings) -> str:
         log.symlink_to(server_log)
     created = _create_databases(settings)
     extra = f"; created databases {', '.join(created)}" if created else ""
+    if trust:
+        extra += (f"; warning: {home / 'data'} was initialised without passwords (trust on TCP): remove "
+                  f"{home} to start again with one")
     return f"postgres started (pid {pid}) on {HOST}:{settings.postgres_port}{extra}"
 
 

@@ -93,9 +93,12 @@ def ingest_predictions(settings: Settings, group: str = INGEST_GROUP, timeout_s:
     from kafka import KafkaConsumer, TopicPartition
     from kafka.structs import OffsetAndMetadata
 
+    from freshcart.kafka_io import client_auth
+
     started = time.perf_counter()
     report = IngestReport()
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group, enable_auto_commit=False,
+                             **client_auth(settings, "monitoring"),
                              auto_offset_reset="earliest", client_id="freshcart-predictions-ingest",
                              max_poll_records=2000, fetch_max_bytes=64 * 1024 * 1024)
     try:

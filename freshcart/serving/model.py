@@ -74,7 +74,11 @@ def connect_registry(settings: Settings) -> Any:
     import mlflow
     from mlflow import MlflowClient
 
+    from freshcart.credentials import export_mlflow_credentials
+
     uri = settings.tracking_uri
+    export_mlflow_credentials(uri, settings.mlflow_admin_password.get_secret_value()
+                              if settings.mlflow_admin_password else None)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

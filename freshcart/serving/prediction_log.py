@@ -119,7 +119,10 @@ class PredictionLog:
     def _make_producer(self) -> Any:
         from kafka import KafkaProducer
 
+        from freshcart.kafka_io import client_auth
+
         return KafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, client_id="freshcart-serving",
+                             **client_auth(self.settings, "serving"),
                              acks=1, enable_idempotence=False, linger_ms=20, max_block_ms=500, request_timeout_ms=5000,
                              delivery_timeout_ms=30_000, max_request_size=8 * 1024 * 1024,
                              compression_type=None)

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from freshcart.kafka_io import client_auth
 from freshcart.schema import Event, TimeBounds, event_from_json
 from freshcart.serving.catalogue import Catalogue
 from freshcart.settings import Settings
@@ -69,7 +70,7 @@ class PurchaseFollower:
     def _follow(self) -> None:
         consumer = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
                                  client_id="freshcart-serving-purchases", enable_auto_commit=False,
-                                 check_crcs=False, fetch_max_wait_ms=100)
+                                 check_crcs=False, fetch_max_wait_ms=100, **client_auth(self.settings, "serving"))
         try:
             partitions = [TopicPartition(self.settings.events_topic, p)
                           for p in sorted(consumer.partitions_for_topic(self.settings.events_topic) or ())]

@@ -33,7 +33,7 @@ from kafka.errors import (
     InvalidProducerEpochError, KafkaError, ProducerFencedError, TransactionCoordinatorFencedError,
 )
 
-from freshcart.kafka_io import make_producer
+from freshcart.kafka_io import client_auth, make_producer
 from freshcart.schema import BROKER_MAX_MESSAGE_BYTES
 from freshcart.settings import Settings
 from freshcart.stream.processor import TaskState
@@ -140,7 +140,7 @@ class ChangelogWriter:
 
     def __init__(self, settings: Settings, topic: str, partition: int, client_id: str) -> None:
         self.tp = TopicPartition(topic, partition)
-        self.producer = make_producer(settings, client_id=f"{client_id}-changelog", linger_ms=5,
+        self.producer = make_producer(settings, "stream", client_id=f"{client_id}-changelog", linger_ms=5,
                                       transactional_id=f"{topic}-{partition}")
         self.staged: Any = None  # the future of the position record of the open transaction
 
@@ -193,6 +193,7 @@ class ChangelogReader:
         self.stall_s = stall_s
         self.consumer = KafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers, client_id=f"{client_id}-restore", group_id=None,
+            **client_auth(settings, "stream"),
             enable_auto_commit=False, isolation_level="read_committed", check_crcs=False,
             max_poll_records=10_000, max_partition_fetch_bytes=BROKER_MAX_MESSAGE_BYTES,
             fetch_max_bytes=32 << 20, fetch_max_wait_ms=20)

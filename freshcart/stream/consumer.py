@@ -42,7 +42,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from freshcart.kafka_io import changelog_topic, ensure_topics, make_producer
+from freshcart.kafka_io import changelog_topic, client_auth, ensure_topics, make_producer
 from freshcart.schema import BROKER_MAX_MESSAGE_BYTES, TimeBounds
 from freshcart.settings import Settings
 from freshcart.stream.changelog import ChangelogLost, ChangelogReader, encode_changes
@@ -131,10 +131,11 @@ class StreamProcessor:
             try:
                 ensure_topics(self.settings)
                 if self.producer is None:
-                    self.producer = make_producer(self.settings, client_id=self.client_id, linger_ms=2,
+                    self.producer = make_producer(self.settings, "stream", client_id=self.client_id, linger_ms=2,
                                                   enable_idempotence=True)
                 self.consumer = KafkaConsumer(
                     bootstrap_servers=self.settings.bootstrap_servers, group_id=self.settings.stream_group,
+                    **client_auth(self.settings, "stream"),
                     client_id=self.client_id, enable_auto_commit=False, auto_offset_reset="earliest",
                     max_poll_records=self.settings.stream_batch_size, fetch_max_wait_ms=20,
                     max_partition_fetch_bytes=BROKER_MAX_MESSAGE_BYTES, fetch_max_bytes=32 << 20,

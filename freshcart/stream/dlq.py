@@ -15,6 +15,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from freshcart.kafka_io import client_auth
 from freshcart.schema import Rejection
 from freshcart.settings import Settings
 
@@ -55,6 +56,7 @@ def read_dead_letters(settings: Settings, samples: int = 0, reason: str | None =
                       timeout_s: float = 30.0) -> DlqSummary:
     """Counts by reason of everything in the dead-letter topic, and up to ``samples`` messages per reason."""
     consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                             **client_auth(settings, "monitoring"),
                              client_id="freshcart-dlq-reader", max_poll_records=5000)
     summary = DlqSummary()
     try:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from freshcart.kafka_io import client_auth
 from freshcart.settings import Settings
 
 
@@ -23,8 +24,10 @@ class PartitionLag:
 
 def group_lag(settings: Settings) -> list[PartitionLag]:
     """End offset, committed offset and lag of every partition of the events and product topics."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="freshcart-status")
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id="freshcart-status")
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="freshcart-status",
+                             **client_auth(settings, "monitoring"))
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, client_id="freshcart-status",
+                             **client_auth(settings, "monitoring"))
     try:
         committed = admin.list_group_offsets({settings.stream_group: None}).get(settings.stream_group, {})
         partitions = [TopicPartition(topic, p) for topic in (settings.events_topic, settings.product_topic)

@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from freshcart.credentials import export_mlflow_credentials
 from freshcart.settings import REPO_ROOT, Settings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -43,6 +44,8 @@ def connect(settings: Settings) -> MlflowClient:
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    export_mlflow_credentials(uri, settings.mlflow_admin_password.get_secret_value()
+                              if settings.mlflow_admin_password else None)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -17,10 +17,14 @@ from typing import Iterator
 import psycopg
 import pytest
 import redis
-from kafka import KafkaAdminClient
 
+from freshcart.kafka_io import admin_client
 from freshcart.services.process import port_open
 from freshcart.settings import Settings, load_settings
+
+# Settings of the tests use data dirs of their own, and the servers' secrets where `make test` generated them
+# (their child processes inherit it).
+os.environ.setdefault("FRESHCART_SECRETS_DIR", str(load_settings().secrets_path))
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +42,7 @@ def settings() -> Settings:
 def topic(settings: Settings):
     """A fresh topic with the events topic's partitioning, deleted afterwards."""
     name = f"freshcart.test.{uuid.uuid4().hex[:10]}"
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = admin_client(settings)
     admin.create_topics(
         {name: {"num_partitions": settings.events_partitions, "replication_factor": 1}},
         wait_for_metadata=True,
@@ -47,7 +51,7 @@ def topic(settings: Settings):
     yield name
     # best-effort cleanup with a fresh client: a test may have restarted the broker meanwhile
     try:
-        cleanup = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        cleanup = admin_client(settings)
         try:
             cleanup.delete_topics([name])
         finally:
@@ -75,10 +79,11 @@ def production(tmp_path: Path) -> Iterator[Settings]:
     database = f"freshcart_test_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(base.postgres_dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
-    client = redis.Redis(host="127.0.0.1", port=base.redis_port, db=REDIS_DB)
+    password = base.redis_password.get_secret_value() if base.redis_password else None
+    client = redis.Redis(host="127.0.0.1", port=base.redis_port, db=REDIS_DB, password=password)
     client.flushdb()
     yield load_settings(profile="production", data_dir=tmp_path, postgres_url=base.postgres_dsn(database),
-                        redis_url=f"redis://127.0.0.1:{base.redis_port}/{REDIS_DB}")
+                        redis_url=f"redis://127.0.0.1:{base.redis_port}/{REDIS_DB}")  # password: FRESHCART_SECRETS_DIR
     client.flushdb()
     client.close()
     with psycopg.connect(base.postgres_dsn("postgres"), autocommit=True) as conn:

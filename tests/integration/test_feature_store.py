@@ -100,7 +100,7 @@ def test_apply_materialize_and_serve(profile: str, request: pytest.FixtureReques
         with psycopg.connect(settings.postgres_dsn()) as conn:
             names = {r[0] for r in conn.execute("SELECT feature_view_name FROM feature_views")}
         assert names == set(spec.VIEWS)
-        assert redis.Redis(host="127.0.0.1", port=settings.redis_port, db=REDIS_DB).dbsize() >= 4
+        assert redis.Redis.from_url(settings.online_redis_url).dbsize() >= 4  # db REDIS_DB, with the password
     else:
         assert (settings.data_dir / "feast" / "registry.db").is_file()
         assert (settings.data_dir / "feast" / "online_store.db").is_file()

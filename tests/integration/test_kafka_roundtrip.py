@@ -35,7 +35,7 @@ def _read_all(settings, topic, bounds):
 
 def test_produce_consume_restart(settings, topic, events):
     bounds = TimeBounds.around(max(e.event_time for e in events), settings.event_time_floor, 3600)
-    producer = make_producer(settings)
+    producer = make_producer(settings, "admin")  # a test topic: no role's ACLs name it
     summary = produce(producer, topic, ((e.key, e.to_json()) for e in events))
     producer.close()
     assert summary.messages == N_EVENTS

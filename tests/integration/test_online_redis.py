@@ -33,7 +33,7 @@ def write_all(writer: Any, tables: dict[str, pa.Table]) -> None:
 def test_fast_redis_writer_stores_what_push_stores(production: Settings) -> None:
     assert apply(production).returncode == 0
     store = feature_store(production)
-    client = redis.Redis(port=production.redis_port, db=REDIS_DB)
+    client = redis.Redis.from_url(production.online_redis_url)  # db REDIS_DB, with the password
     tables = {view: latest_per_key(view, t) for view, t in random_tables(seed=11).items()}
 
     write_all(PushWriter(store), tables)

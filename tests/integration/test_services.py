@@ -26,7 +26,8 @@ def env():
     # PostgreSQL runs as the postgres user, which must reach the data dir: not under /root or pytest's 0700 tmp.
     data_dir = Path(tempfile.mkdtemp(prefix="freshcart-it-", dir="/var/tmp"))
     data_dir.chmod(0o755)
-    environment = {**os.environ, "FRESHCART_PROFILE": "production", "FRESHCART_DATA_DIR": str(data_dir),
+    environment = {**{k: v for k, v in os.environ.items() if k != "FRESHCART_SECRETS_DIR"},
+                   "FRESHCART_PROFILE": "production", "FRESHCART_DATA_DIR": str(data_dir),
                    **{k: str(v) for k, v in PORTS.items()}}
     yield environment
     subprocess.run([*FRESHCART, "services", "down"], env=environment, capture_output=True)
@@ -57,8 +58,17 @@ def test_up_status_down_production(env):
         assert name in status and str(pid) in status
     assert "29092" in status and "26379" in status and "25432" in status
 
-    assert redis.Redis(port=26379).ping()
-    with psycopg.connect("postgresql://freshcart@127.0.0.1:25432/postgres") as conn:
+    secrets = data_dir / "secrets"  # generated at the first start, owner-only
+    assert secrets.stat().st_mode & 0o777 == 0o700
+    assert {p.name for p in secrets.iterdir()} >= {"redis_password", "postgres_password", "kafka_admin_password"}
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in secrets.iterdir())
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=26379).ping()
+    assert redis.Redis(port=26379, password=(secrets / "redis_password").read_text()).ping()
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect("postgresql://freshcart@127.0.0.1:25432/postgres", connect_timeout=10)
+    password = (secrets / "postgres_password").read_text()
+    with psycopg.connect(f"postgresql://freshcart:{password}@127.0.0.1:25432/postgres") as conn:
         names = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
     assert {"freshcart", "freshcart_mlflow"} <= names
     assert (data_dir / "logs" / "kafka.log").stat().st_size > 0

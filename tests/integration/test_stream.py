@@ -85,10 +85,10 @@ def production_stream(settings: Settings, production: Settings) -> Iterator[Sett
 
 
 def delete_topics(settings: Settings) -> None:
-    from kafka import KafkaAdminClient
+    from freshcart.kafka_io import admin_client
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        admin = admin_client(settings)
         try:
             inputs = [settings.events_topic, settings.product_topic]
             admin.delete_topics([*inputs, settings.dlq_topic, *(changelog_topic(settings, t) for t in inputs)])

@@ -98,12 +98,22 @@ def test_a_consumer_on_another_host_takes_partitions_over_from_the_changelog(
 @pytest.fixture
 def changelog(settings: Settings) -> TopicPartition:
     """A fresh changelog topic (one partition) with the processor's topic configs, deleted afterwards."""
-    from kafka import KafkaAdminClient
+    from kafka.admin import ACL, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern, ResourceType
+
+    from freshcart.kafka_io import admin_client
 
     name = f"freshcart.test.changelog.{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = admin_client(settings)
     admin.create_topics({name: {"num_partitions": 1, "replication_factor": 1, "configs": CHANGELOG_CONFIGS}},
                         wait_for_metadata=True)
+    if settings.auth:  # the stream processor's principal owns changelogs: let it write and read this one
+        admin.create_acls([
+            ACL("User:freshcart-stream", "*", operation, ACLPermissionType.ALLOW,
+                ResourcePattern(kind, name, ACLResourcePatternType.PREFIXED if kind == ResourceType.TRANSACTIONAL_ID
+                                else ACLResourcePatternType.LITERAL))
+            for kind in (ResourceType.TOPIC, ResourceType.TRANSACTIONAL_ID)
+            for operation in (ACLOperation.READ, ACLOperation.WRITE, ACLOperation.DESCRIBE)
+            if not (kind == ResourceType.TRANSACTIONAL_ID and operation == ACLOperation.READ)])
     yield TopicPartition(name, 0)
     admin.delete_topics([name])
     admin.close()
