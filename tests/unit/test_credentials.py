@@ -93,7 +93,7 @@ def test_each_kafka_role_gets_only_its_topics_and_groups() -> None:
     grants = role_grants(settings)
     names = {role: {name for _, name, _, _ in rows} for role, rows in grants.items()}
     assert names["producer"] == {settings.events_topic}
-    assert names["serving"] == {settings.predictions_topic}
+    assert names["serving"] == {settings.predictions_topic, settings.events_topic}  # events: read, for purchases
     assert settings.predictions_topic not in names["stream"] and settings.events_topic in names["stream"]
     assert settings.stream_group in names["stream"]
     writes = {role: {name for _, name, _, ops in rows if any(op.name == "WRITE" for op in ops)}
