@@ -145,7 +145,8 @@ def main() -> None:
     from freshcart.serving.launch import free_port, start_service
 
     base = load_settings(profile=args.profile)
-    settings = load_settings(profile=args.profile, data_dir=base.data_dir / "bench" / "serving", training_threads=1,
+    settings = load_settings(profile=args.profile, data_dir=base.data_dir / "bench" / "serving",
+                             secrets_dir=base.secrets_path, training_threads=1,
                              xgb_max_rounds=80)
     started = time.perf_counter()
     build_shop(settings)

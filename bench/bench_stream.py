@@ -148,13 +148,14 @@ def profile_settings(profile: str, root: Path) -> tuple[Settings, Path]:
     base = load_settings()
     if profile == "local":
         template = root / "local"
-        settings = load_settings(profile="local", data_dir=template)
+        settings = load_settings(profile="local", data_dir=template, secrets_dir=base.secrets_path)
     else:
         database = f"freshcart_bench_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(base.postgres_dsn("postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{database}"')
         template = root / "production"
-        settings = load_settings(profile="production", data_dir=template, postgres_url=base.postgres_dsn(database),
+        settings = load_settings(profile="production", data_dir=template, secrets_dir=base.secrets_path,
+                                 postgres_url=base.postgres_dsn(database),
                                  redis_url=f"redis://127.0.0.1:{base.redis_port}/{REDIS_DB}")
     result = apply(settings)
     if result.returncode:
