@@ -25,7 +25,7 @@ NAME = "postgres"
 HOST = "127.0.0.1"
 DATABASES = ("freshcart", "freshcart_mlflow")
 SERVER_USER = "postgres"
-PASSWORD_MARKER = "scram-sha-256"
+PASSWORD_MARKER = "scram-sha-256"  # nosec B105 - the name of an authentication method, not a password
 
 
 def _bin(tool: str) -> str:
