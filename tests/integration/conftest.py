@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import redis
 
-from freshcart.kafka_io import admin_client
+from freshcart.kafka_io import admin_client, ensure_acls
 from freshcart.services.process import port_open
 from freshcart.settings import Settings, load_settings
 
@@ -40,13 +40,15 @@ def settings() -> Settings:
 
 @pytest.fixture
 def topic(settings: Settings):
-    """A fresh topic with the events topic's partitioning, deleted afterwards."""
+    """A fresh topic with the events topic's partitioning and the roles' ACLs on it, deleted afterwards."""
     name = f"freshcart.test.{uuid.uuid4().hex[:10]}"
     admin = admin_client(settings)
     admin.create_topics(
         {name: {"num_partitions": settings.events_partitions, "replication_factor": 1}},
         wait_for_metadata=True,
     )
+    if settings.auth:  # every role may use it as its events or prediction topic, as the tests do
+        ensure_acls(admin, settings.model_copy(update={"events_topic": name, "predictions_topic": name}))
     admin.close()
     yield name
     # best-effort cleanup with a fresh client: a test may have restarted the broker meanwhile

@@ -45,7 +45,8 @@ def test_drift_triggers_one_retraining_then_the_cooldown_holds(tmp_path: Path, s
     env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "FRESHCART_DATA_DIR": str(data_dir),
                 "FRESHCART_PROFILE": "local", "FRESHCART_PREDICTIONS_TOPIC": topic,
-                "FRESHCART_KAFKA_PORT": str(settings.kafka_port), "FRESHCART_RETRAIN_COOLDOWN_HOURS": "6"})
+                "FRESHCART_KAFKA_PORT": str(settings.kafka_port), "FRESHCART_RETRAIN_COOLDOWN_HOURS": "6",
+                "FRESHCART_SECRETS_DIR": str(settings.secrets_path)})
 
     def airflow(*args: str) -> subprocess.CompletedProcess[str]:
         started = time.perf_counter()

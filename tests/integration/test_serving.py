@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from freshcart.features.materialize import materialize
+from freshcart.kafka_acls import PREDICTIONS_INGEST_GROUP
 from freshcart.kafka_io import make_producer
 from freshcart.schema import Event
 from freshcart.features.store import run_feast
@@ -153,7 +154,7 @@ def test_predict_recommend_explain_auth_validation_reload_and_the_prediction_log
 
     # every /predict and /recommend went to Kafka; the ingest lands them in the offline store by date
     logged = wait_until(lambda: _settled(client), 30, "prediction records acknowledged by Kafka")
-    report = ingest_predictions(settings, group=f"test-ingest-{uuid.uuid4().hex[:6]}", timeout_s=60)
+    report = ingest_predictions(settings, group=f"{PREDICTIONS_INGEST_GROUP}-test-{uuid.uuid4().hex[:6]}", timeout_s=60)
     assert report.records >= 4 and report.records == logged
     day = datetime.now(timezone.utc).date()
     rows = read_predictions(settings, day)
@@ -163,7 +164,7 @@ def test_predict_recommend_explain_auth_validation_reload_and_the_prediction_log
     first = [r for r in rows.to_pylist() if r["request_id"] == "req-known-1"]
     assert [r["product_id"] for r in sorted(first, key=lambda r: r["position"])] == products
     assert {r["model_version"] for r in first} == {"1"}
-    again = ingest_predictions(settings, group=f"test-ingest-{uuid.uuid4().hex[:6]}", timeout_s=60)
+    again = ingest_predictions(settings, group=f"{PREDICTIONS_INGEST_GROUP}-test-{uuid.uuid4().hex[:6]}", timeout_s=60)
     assert again.records == report.records and read_predictions(settings, day).num_rows == rows.num_rows
 
 
