@@ -118,6 +118,19 @@ def stop_pid(pid: int, timeout: float = 20.0) -> None:
     raise ServiceError(f"process {pid} did not stop")
 
 
+def terminate_all(processes: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    """Stop child processes, the last started first: SIGTERM, then SIGKILL what is still there after ``timeout``."""
+    for process in reversed(processes):
+        if process.poll() is not None:
+            continue
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from freshcart.kafka_io import admin_client, ensure_acls
-from freshcart.services.process import port_open
+from freshcart.services.process import port_open, terminate_all
 from freshcart.settings import Settings, load_settings
 
 # Settings of the tests use data dirs of their own, and the servers' secrets where `make test` generated them
@@ -206,12 +206,6 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.chmod(kubeconfig, 0o600)
         yield kubeconfig
     finally:
-        for process in reversed(processes):
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate_all(processes)
         etcd_log.close()
         apiserver_log.close()

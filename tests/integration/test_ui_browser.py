@@ -33,6 +33,7 @@ from freshcart.monitoring.page import project_id
 from freshcart.monitoring.report import window_key
 from freshcart.monitoring.scenario import build_scenario, register_champion, serve_views
 from freshcart.monitoring.workspace import add_snapshot, dashboard, start_ui
+from freshcart.services.process import terminate_all
 from freshcart.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,14 +152,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert found is not None
         yield Stack(shop, airflow_url, evidently_url, found)
     finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        terminate_all(processes)
         for log in logs.values():
             log.close()
 
