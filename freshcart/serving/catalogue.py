@@ -52,7 +52,8 @@ class Catalogue:
 
     def purchased_since(self, user_id: int, since: float) -> set[int]:
         """Products the user bought at or after ``since`` (Unix seconds)."""
-        return {p for p, moment in self.purchases.get(user_id, {}).items() if moment >= since}
+        bought = list(self.purchases.get(user_id, {}).items())  # one copy: the purchase follower adds meanwhile
+        return {p for p, moment in bought if moment >= since}
 
     def add_purchase(self, user_id: int, product_id: int, moment: float) -> None:
         bought = self.purchases.setdefault(user_id, {})
