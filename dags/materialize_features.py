@@ -16,8 +16,13 @@ offline feature tables) -> `materialize_features` (those rows into the
 profile's online store through Feast). Both are idempotent for an interval.
 On success `materialize_features` updates the asset **freshcart_materialized_features**
 (extra: the interval `start`, `end`), which schedules `train_evaluate`.
+Then, for the candidates of `/recommend`: `build_cooccurrence` (co-viewed and
+co-bought neighbours of the events before `end` into the online view `product_neighbours`,
+and the session-kNN index file) -> `choose_candidate_quotas` (the sources' quotas chosen
+by replaying the day before `end`; a file the service reads and an MLflow run).
 
-Logic: `freshcart.pipeline.build_features` and `freshcart.pipeline.materialize_features`.
+Logic: `freshcart.pipeline.build_features`, `freshcart.pipeline.materialize_features`,
+`freshcart.pipeline.build_cooccurrence` and `freshcart.pipeline.choose_candidate_quotas`.
 """
 
 from __future__ import annotations
@@ -112,4 +117,19 @@ with DAG(
             outlet_events[MATERIALIZED_FEATURES].extra = {"start": summary["start"], "end": summary["end"]}
         return summary
 
-    materialize_features(build_features())
+    @task
+    def build_cooccurrence(materialized: dict[str, Any]) -> dict[str, Any]:
+        """Co-occurrence neighbours into the online view and the session-kNN index, as of the interval's end."""
+        from freshcart import pipeline
+
+        return pipeline.build_cooccurrence(materialized["start"], materialized["end"])
+
+    @task
+    def choose_candidate_quotas(neighbours: dict[str, Any]) -> dict[str, Any]:
+        """The candidate sources' quotas chosen by the replay of the day before the interval's end."""
+        from freshcart import pipeline
+
+        return pipeline.choose_candidate_quotas(neighbours["start"], neighbours["end"])
+
+    # one writer of the online store at a time: the neighbours follow the feature rows
+    choose_candidate_quotas(build_cooccurrence(materialize_features(build_features())))

@@ -64,6 +64,8 @@ PUSH_SOURCES: dict[str, PushSource] = {
     "user_category": user_category_push,
     "user_session": user_session_push,
 }
+# The candidate views have no push source: their rows come from the co-occurrence task only.
+CANDIDATE_SOURCES: dict[str, FileSource] = {name: batch_source(view) for name, view in spec.CANDIDATE_VIEWS.items()}
 if set(PUSH_SOURCES) != set(spec.VIEWS):
     raise SystemExit(
         f"feature_repo: spec.VIEWS has {sorted(spec.VIEWS)} but freshcart_sources.py defines push sources "

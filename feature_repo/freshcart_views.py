@@ -2,7 +2,8 @@
 
 The views are generated from :mod:`freshcart.features.spec` (names, keys, Feast types mapped
 from the Arrow types, descriptions, ttl = spec.LOOKBACK): change a feature there, run
-``feast plan`` / ``feast apply`` here. One feature service per model.
+``feast plan`` / ``feast apply`` here. One feature service per model. ``product_neighbours``
+(spec.CANDIDATE_VIEWS) is read by the candidate sources of /recommend, not by a model.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from feast.on_demand_feature_view import on_demand_feature_view
 
 from freshcart.features import spec
 from freshcart.features.store import feast_dtype, feast_fields
-from freshcart_sources import ENTITY_BY_KEY, PUSH_SOURCES
+from freshcart_sources import CANDIDATE_SOURCES, ENTITY_BY_KEY, PUSH_SOURCES
 
 
 def feature_view(view: spec.ViewSpec) -> FeatureView:
@@ -33,6 +34,22 @@ user_activity = feature_view(spec.USER_ACTIVITY)
 product_activity = feature_view(spec.PRODUCT_ACTIVITY)
 user_category = feature_view(spec.USER_CATEGORY)
 user_session = feature_view(spec.USER_SESSION)
+
+
+def candidate_view(view: spec.ViewSpec) -> FeatureView:
+    """A candidate view of the spec (not a model feature): batch rows only, from the co-occurrence task."""
+    return FeatureView(
+        name=view.name,
+        entities=[ENTITY_BY_KEY[key] for key in view.keys],
+        schema=feast_fields(view),
+        source=CANDIDATE_SOURCES[view.name],
+        ttl=spec.LOOKBACK,
+        online=True,
+        description=view.description,
+    )
+
+
+product_neighbours = candidate_view(spec.PRODUCT_NEIGHBOURS)
 
 propensity_request = RequestSource(
     name="propensity_request",

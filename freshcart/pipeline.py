@@ -179,6 +179,28 @@ def materialize_features(start: str, end: str) -> dict[str, Any]:
     }
 
 
+def build_cooccurrence(start: str, end: str) -> dict[str, Any]:
+    """Item co-occurrence of the offline events before ``end`` into the online view ``product_neighbours``,
+    and the session-kNN index file (``start`` only names the interval in the summary)."""
+    from freshcart.recommendation.neighbour_tables import build_neighbour_tables
+    from freshcart.settings import load_settings
+
+    settings = load_settings()
+    begin, finish = parse_interval(start, end)
+    return {**summarize(build_neighbour_tables(settings, finish)), "profile": settings.profile,
+            **_interval_fields(begin, finish)}
+
+
+def choose_candidate_quotas(start: str, end: str) -> dict[str, Any]:
+    """The candidate sources' quotas chosen by replaying the last day before ``end`` (the file the service
+    reads, and an MLflow run)."""
+    from freshcart.recommendation.neighbour_tables import choose_quotas
+    from freshcart.settings import load_settings
+
+    begin, finish = parse_interval(start, end)
+    return {**choose_quotas(load_settings(), finish), **_interval_fields(begin, finish)}
+
+
 # Training -----------------------------------------------------------------------------------
 
 FEATURES_ASSET_NAME = "freshcart_materialized_features"

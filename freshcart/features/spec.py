@@ -167,6 +167,29 @@ USER_SESSION = ViewSpec(
 
 VIEWS: dict[str, ViewSpec] = {v.name: v for v in (USER_ACTIVITY, PRODUCT_ACTIVITY, USER_CATEGORY, USER_SESSION)}
 
+# Candidate views: written by their own task from the offline events, read by the candidate sources of
+# /recommend. Not in VIEWS: VIEWS are the model's features, which the batch and stream computations
+# update per event and every training set joins; a neighbour list is neither.
+NEIGHBOURS = 20
+"""Neighbours kept per product and kind in ``product_neighbours``."""
+PRODUCT_NEIGHBOURS = ViewSpec(
+    name="product_neighbours",
+    keys=("product_id",),
+    description="A product's nearest neighbours by co-occurrence in shoppers' sessions, recency-weighted "
+                "(freshcart.recommendation.cooccurrence), for the co_viewed and co_bought candidate sources.",
+    features=(
+        Feature("co_viewed_ids", pa.list_(pa.int64()),
+                f"the {NEIGHBOURS} products most often seen in the same sessions, best first"),
+        Feature("co_viewed_weights", pa.list_(pa.float64()),
+                "their cosine-normalised, recency-weighted session co-occurrence, in the same order"),
+        Feature("co_bought_ids", pa.list_(pa.int64()),
+                f"the {NEIGHBOURS} products most often carted or bought in sessions that saw this one, best first"),
+        Feature("co_bought_weights", pa.list_(pa.float64()),
+                "their cosine-normalised, recency-weighted co-occurrence, in the same order"),
+    ),
+)
+CANDIDATE_VIEWS: dict[str, ViewSpec] = {PRODUCT_NEIGHBOURS.name: PRODUCT_NEIGHBOURS}
+
 # On-demand features: computed at request time from a candidate and the stored features.
 REQUEST_FIELDS: dict[str, pa.DataType] = {
     "request_price": pa.float64(),  # the candidate product's price

@@ -7,19 +7,33 @@ champion then ranks the candidates. Sources here:
 
 - ``session``: the products of the shopper's current session, newest first;
 - ``recent``: the rest of the shopper's last ``spec.RECENT_ITEMS`` products;
+- ``co_viewed`` / ``co_bought``: the neighbours of the session's and recent products in the online
+  view ``product_neighbours`` (item co-occurrence of the offline events, rebuilt by the
+  ``materialize_features`` DAG; :mod:`freshcart.recommendation.cooccurrence`), each product's list
+  weighted by its recency in the shopper's history;
+- ``sknn``: session-kNN, the products of past sessions most similar to the current one, from a
+  per-worker index of recent sessions that the same DAG task writes (a file, reloaded when it
+  changes; :mod:`freshcart.recommendation.session_index`): a session is a set, not a product-keyed
+  feature, so it cannot come from the online store's product rows;
 - ``trending``: the most viewed products of the last hour (then day) in the shopper's top categories;
 - ``popular``: the most viewed products of the last day overall, for a shopper without history
   and to fill up.
 
-A new source is a class with a ``name`` and a ``propose`` method.
+A new source is a class with a ``name`` and a ``propose`` method. :func:`blend` merges the
+sources' proposals with per-source quotas (shares of the candidate list chosen by the replay on
+a training period, :mod:`freshcart.recommendation.quotas`; the replay calls the same sources and
+the same blend), then fills what is left in source order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
+from freshcart.recommendation.online_sources import OnlineCandidateState, online_state
+from freshcart.recommendation.session_index import SessionIndex
 from freshcart.serving.trending import TrendingIndex
+from freshcart.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,54 @@ class PopularSource:
         return self.index.popular()[:limit]
 
 
+class NeighbourLookup(Protocol):
+    """Each product's neighbour list of a kind (``co_viewed``, ``co_bought``): (ids, weights), best first."""
+
+    def neighbours(self, kind: str, product_ids: list[int]) -> list[tuple[list[int], list[float]]]: ...
+
+
+class NeighbourSource:
+    """The neighbours of the shopper's last ``seeds`` products (newest first, each weighing ``decay`` times
+    the one after it), by summed weight; the seeds themselves are left to the session and recent sources."""
+
+    def __init__(self, kind: str, lookup: NeighbourLookup, seeds: int = 10, decay: float = 0.75) -> None:
+        self.name, self.lookup, self.seeds, self.decay = kind, lookup, seeds, decay
+
+    def propose(self, context: ShopperContext, limit: int) -> list[int]:
+        seeds = context.recent_products[:self.seeds]
+        if not seeds or limit <= 0:
+            return []
+        own, score = set(seeds), {}
+        for position, (ids, weights) in enumerate(self.lookup.neighbours(self.name, seeds)):
+            factor = self.decay ** position
+            for product, weight in zip(ids, weights):
+                if product not in own:
+                    score[product] = score.get(product, 0.0) + factor * weight
+        return sorted(score, key=lambda p: (-score[p], p))[:limit]
+
+
+class SessionLookup(Protocol):
+    """The session-kNN index in use now (None when there is none yet)."""
+
+    def current(self) -> SessionIndex | None: ...
+
+
+class SessionKNNSource:
+    """Session-kNN over the index: the current session's products (else the latest product) are the query."""
+
+    name = "sknn"
+
+    def __init__(self, sessions: SessionLookup) -> None:
+        self.sessions = sessions
+
+    def propose(self, context: ShopperContext, limit: int) -> list[int]:
+        index = self.sessions.current()
+        query = context.recent_products[:max(context.session_products, 1)]
+        if index is None or not query:
+            return []
+        return index.neighbours(query, limit)
+
+
 @dataclass
 class Candidate:
     product_id: int
@@ -122,25 +184,84 @@ class Candidate:
     sources: list[str]
 
 
-def gather_candidates(sources: Iterable[CandidateSource], context: ShopperContext, limit: int,
-                      exclude: set[int] | None = None) -> list[Candidate]:
-    """Up to ``limit`` distinct candidates from ``sources`` in order, without the ``exclude``d products."""
+@dataclass
+class Blend:
+    """The sources in the order they are asked, and each one's share of the candidate list (None: no quotas)."""
+
+    sources: list[CandidateSource]
+    shares: dict[str, float] | None = None
+
+    def __iter__(self) -> Iterator[CandidateSource]:
+        return iter(self.sources)
+
+    def quotas(self, limit: int) -> dict[str, int] | None:
+        if self.shares is None:
+            return None
+        return {name: int(round(share * limit)) for name, share in self.shares.items()}
+
+
+def blend(proposals: list[tuple[str, list[int]]], limit: int, exclude: set[int] | None = None,
+          quotas: dict[str, int] | None = None, tag: bool = True) -> dict[int, list[str]]:
+    """Up to ``limit`` distinct products from the sources' ``(name, proposals)`` in order, without ``exclude``.
+
+    With ``quotas`` a source adds at most its quota (a source it does not name: none) in a first
+    pass; a second pass fills what is left in source order. A product keeps the source that added
+    it first and, with ``tag``, lists every source that proposed it. Returns product -> sources.
+    """
     exclude = exclude or set()
-    found: dict[int, Candidate] = {}
-    for source in sources:
-        room = limit - len(found)
-        for product in source.propose(context, limit + len(exclude)):
+    found: dict[int, list[str]] = {}
+    for name, products in proposals:
+        allowed = limit if quotas is None else quotas.get(name, 0)
+        added = 0
+        for product in products:
             if product in exclude:
                 continue
             if product in found:
-                if source.name not in found[product].sources:
-                    found[product].sources.append(source.name)
-            elif room > 0:
-                found[product] = Candidate(product, source.name, [source.name])
-                room -= 1
-    return list(found.values())
+                if tag and name not in found[product]:
+                    found[product].append(name)
+            elif added < allowed and len(found) < limit:
+                found[product] = [name]
+                added += 1
+            elif not tag:
+                break
+    if quotas is not None:
+        for name, products in proposals:
+            for product in products:
+                if len(found) >= limit:
+                    return found
+                if product not in found and product not in exclude:
+                    found[product] = [name]
+    return found
 
 
-def default_sources(index: TrendingIndex) -> list[CandidateSource]:
-    """The service's sources in the order they are asked."""
-    return [SessionSource(), RecentSource(), TrendingSource(index), PopularSource(index)]
+def gather_candidates(sources: Iterable[CandidateSource], context: ShopperContext, limit: int,
+                      exclude: set[int] | None = None) -> list[Candidate]:
+    """Up to ``limit`` distinct candidates from ``sources`` in order (with the quotas of a :class:`Blend`),
+    without the ``exclude``d products."""
+    exclude = exclude or set()
+    listed = list(sources)
+    quotas = sources.quotas(limit) if isinstance(sources, Blend) else None
+    proposals = [(source.name, source.propose(context, limit + len(exclude))) for source in listed]
+    return [Candidate(product, names[0], names) for product, names in blend(proposals, limit, exclude, quotas).items()]
+
+
+def candidate_sources(index: Any, neighbours: NeighbourLookup | None, sessions: SessionLookup | None,
+                      shares: dict[str, float] | None = None) -> Blend:
+    """The sources in the order they are asked: the shopper's own products, their neighbours, session-kNN,
+    trending, popular (``index``: the trending index, the service's or the replay's)."""
+    sources: list[CandidateSource] = [SessionSource(), RecentSource()]
+    if neighbours is not None:
+        sources += [NeighbourSource("co_viewed", neighbours), NeighbourSource("co_bought", neighbours)]
+    if sessions is not None:
+        sources.append(SessionKNNSource(sessions))
+    sources += [TrendingSource(index), PopularSource(index)]
+    return Blend(sources, shares)
+
+
+def default_sources(index: TrendingIndex, reader: Any = None, settings: Settings | None = None) -> Blend:
+    """The service's sources and quotas. With the online ``reader`` and the ``settings``, the co-occurrence
+    and session-kNN sources join, and the quotas are the replay's (one state per reader, i.e. per worker)."""
+    if reader is None or settings is None:
+        return candidate_sources(index, None, None)
+    state: OnlineCandidateState = online_state(reader, settings)
+    return candidate_sources(index, state.neighbours, state.sessions, state.quotas.current())

@@ -288,7 +288,8 @@ class ScoringService:
             since = (moment - timedelta(days=days)).timestamp()
             exclude = catalogue.purchased_since(request.user_id, since) if days > 0 else set()
             assert self.index is not None
-            candidates = gather_candidates(default_sources(self.index), context, CANDIDATES, exclude)
+            candidates = gather_candidates(default_sources(self.index, self.reader, self.settings), context, CANDIDATES,
+                                           exclude)
             scored = None
             if candidates:
                 scored = self.score(model, request.user_id, [c.product_id for c in candidates], moment, user=user)

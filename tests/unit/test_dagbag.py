@@ -86,9 +86,12 @@ def test_materialize_features_runs_on_the_asset(dagbag: Any) -> None:
     dag = dagbag.dags["materialize_features"]
     assert isinstance(dag.timetable, AssetTriggeredTimetable)
     assert [asset.uri for asset in dag.timetable.asset_condition.objects] == [ASSET_URI]
-    assert set(dag.task_dict) == {"build_features", "materialize_features"}
+    assert set(dag.task_dict) == {"build_features", "materialize_features", "build_cooccurrence",
+                                  "choose_candidate_quotas"}
     assert dag.task_dict["build_features"].downstream_task_ids == {"materialize_features"}
-    assert dag.task_dict["materialize_features"].downstream_task_ids == set()
+    assert dag.task_dict["materialize_features"].downstream_task_ids == {"build_cooccurrence"}
+    assert dag.task_dict["build_cooccurrence"].downstream_task_ids == {"choose_candidate_quotas"}
+    assert dag.task_dict["choose_candidate_quotas"].downstream_task_ids == set()
     assert {"start", "end"} <= set(dag.params)
     assert dag.params["start"] is None and dag.params["end"] is None
     assert all(t.retries >= 1 and t.owner == "freshcart" for t in dag.tasks)

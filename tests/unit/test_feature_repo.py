@@ -56,7 +56,13 @@ def projections(store: Any, service: str) -> dict[str, list[str]]:
 def test_apply_registers_the_spec(applied: Settings) -> None:
     store = feature_store(applied)
     views = {fv.name: fv for fv in store.list_feature_views()}
-    assert set(views) == set(spec.VIEWS)
+    assert set(views) == set(spec.VIEWS) | set(spec.CANDIDATE_VIEWS)
+    for name, view in spec.CANDIDATE_VIEWS.items():  # batch rows only, no push source
+        fv = views[name]
+        assert [f.name for f in fv.features] == view.feature_names
+        assert [f.dtype for f in fv.features] == [feast_dtype(f.dtype) for f in view.features]
+        assert fv.batch_source.path == str(applied.feature_tables_dir / name) and fv.stream_source is None
+    assert views["product_neighbours"].features[1].dtype == Array(Float64)
     for name, view in spec.VIEWS.items():
         fv = views[name]
         assert [f.name for f in fv.features] == view.feature_names
@@ -233,7 +239,7 @@ def test_plain_feast_in_a_checkout_needs_no_environment(tmp_path: Path) -> None:
 
     store = FeatureStore(repo_path=str(repo))  # reads feature_store.yaml as `feast` does
     views = {fv.name: fv for fv in store.list_feature_views()}
-    assert set(views) == set(spec.VIEWS)
+    assert set(views) == set(spec.VIEWS) | set(spec.CANDIDATE_VIEWS)
     assert all(fv.batch_source.path == str(data / "offline" / "features" / name) for name, fv in views.items())
     assert not (REPO_ROOT / "feature_repo" / "data").exists()
 
