@@ -8,6 +8,12 @@ catalogue coverage and popularity bias of the top 10, per recommender and query 
 Timings are the median of ``--runs`` replays of each recommender (fit, and the walk over
 the day's queries); the metrics are the same in every run (the replay is deterministic).
 
+Then the candidate sources of ``/recommend`` (session, recent, co_viewed, co_bought, sknn,
+trending, popular) in the same replay: their quotas are searched on the day before (up to
+``--quota-queries`` of its queries), and on the last day each source's recall alone, the share of
+queries whose product it added to the blend and the blend's recall without it are printed, with
+the blend's candidate recall@100/@500 against the oracle's.
+
     .venv/bin/python bench/bench_recommendation.py               # a few minutes on 2 cores
     .venv/bin/python bench/bench_recommendation.py --runs 1 --simulation data/simulation
 """
@@ -25,7 +31,11 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from freshcart.recommendation.candidate_replay import propose_all  # noqa: E402
 from freshcart.recommendation.log import build_log  # noqa: E402
+from freshcart.recommendation.log import CART, PURCHASE  # noqa: E402
+from freshcart.recommendation.quotas import contributions, hits, search_quotas  # noqa: E402
+from freshcart.recommendation.replay import query_positions  # noqa: E402
 from freshcart.recommendation.oracle import read_truth, truth_per_event  # noqa: E402
 from freshcart.recommendation.replay import default_recommenders, replay  # noqa: E402
 from freshcart.simulator import SimulationConfig, write_simulation  # noqa: E402
@@ -53,6 +63,8 @@ def print_table(table: pa.Table, timings: dict[str, tuple[float, float]]) -> Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="replays of each recommender (timings: median)")
+    parser.add_argument("--quota-queries", type=int, default=3000,
+                        help="queries of the training day the quota search replays (evenly spread)")
     parser.add_argument("--simulation", type=Path, default=None,
                         help="a simulation folder written by `freshcart simulate` (default: simulate seed 42)")
     args = parser.parse_args(argv)
@@ -87,8 +99,50 @@ def main(argv: list[str] | None = None) -> int:
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
     print_table(table, timings)
     print(f"(fit s, replay s: median of {args.runs} runs, one walk over both query kinds; ms/query: per query)")
+    candidate_rows(log, start, end, table, args.quota_queries)
     return 0
 
+
+def candidate_rows(log, start: int, end: int, table: pa.Table, quota_queries: int) -> None:
+    """The candidate blend: quotas searched on the day before ``start``, recalls on ``[start, end)``."""
+    import numpy as np
+
+    train = np.sort(np.concatenate(list(query_positions(log, start - DAY_US, start).values())))
+    if train.shape[0] > quota_queries:
+        train = train[np.linspace(0, train.shape[0] - 1, quota_queries).astype(np.int64)]
+    began = time.perf_counter()
+    search = search_quotas(propose_all(log, train, 100), 100, 5)
+    print(f"\nquota search on {search.queries:,} queries of the day before: {search.evaluated} quota vectors, "
+          f"{time.perf_counter() - began:.1f} s; recall@100 {search.recall:.4f} (even split {search.even_recall:.4f})")
+    print("quotas of 100: " + ", ".join(f"{name} {quota}" for name, quota in search.quotas.items()))
+    test = np.sort(np.concatenate(list(query_positions(log, start, end).values())))
+    began = time.perf_counter()
+    at_100, at_500 = propose_all(log, test, 100), propose_all(log, test, 500)
+    print(f"proposals of the last day's {test.shape[0]:,} queries in {time.perf_counter() - began:.1f} s")
+    shares = contributions(at_100, search.quotas, 100)
+    print(f"{'source':<12}{'quota':>7}{'recall@100 alone':>18}{'added':>9}{'blend without it':>18}")
+    for name, row in shares.items():
+        print(f"{name:<12}{search.quotas[name]:>7}{row['recall_alone']:>18.4f}{row['added']:>9.4f}"
+              f"{row['recall_without']:>18.4f}")
+    found_100 = np.array(hits(at_100, search.quotas, 100))
+    found_500 = np.array(hits(at_500, {n: 5 * q for n, q in search.quotas.items()}, 500))
+    oracle = {r["event_type"]: r for r in table.to_pylist() if r["recommender"] == "oracle"}
+    kinds = log.kind[test]
+    for kind, code in (("purchase", PURCHASE), ("cart", CART), ("both", None)):
+        mask = np.ones(test.shape[0], bool) if code is None else kinds == code
+        r100, r500 = float(found_100[mask].mean()), float(found_500[mask].mean())
+        line = f"blend, {kind:<9} ({int(mask.sum()):,} queries): recall@100 {r100:.4f}, recall@500 {r500:.4f}"
+        if oracle:
+            rows = [oracle[kind]] if kind in oracle else list(oracle.values())
+            weights = [row["queries"] for row in rows]
+            o100 = float(np.average([row["recall@100"] for row in rows], weights=weights))
+            o500 = float(np.average([row["recall@500"] for row in rows], weights=weights))
+            line += f"; oracle {o100:.4f} / {o500:.4f}; ratio {r100 / o100:.3f} / {r500 / o500:.3f}"
+        print(line)
+    kept = np.array(hits(propose_all(log, test, 100, exclude_days=0), search.quotas, 100))
+    print(f"without leaving out the shopper's purchases of the last 7 days (as /recommend does): recall@100 "
+          f"{kept[kinds == PURCHASE].mean():.4f} (purchase), {kept[kinds == CART].mean():.4f} (cart), "
+          f"{kept.mean():.4f} (both)")
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -8,6 +8,16 @@
     metrics      HR@10, NDCG@10, MRR, candidate recall@100/@500, coverage, popularity bias
     replay       the walk over a holdout period and ``evaluate_recommendations``
     tracking     ``log_to_mlflow``: the table as an MLflow run
+
+The candidates of ``/recommend`` (not imported here: they import ``freshcart.serving.candidates``,
+which imports the first three):
+
+    cooccurrence      co-viewed and co-bought neighbours of every product, the one function
+    session_index     the session-kNN index (recent sessions, product -> sessions)
+    online_sources    what the service reads: the online neighbour view, the index and quota files
+    candidate_replay  the service's sources over point-in-time replay state
+    quotas            the blend's per-source quotas searched by replay, stored as a file and an MLflow run
+    neighbour_tables  the materialize_features DAG's tasks: neighbours online, quotas chosen
 """
 
 from __future__ import annotations

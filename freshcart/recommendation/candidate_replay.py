@@ -58,7 +58,7 @@ class SnapshotNeighbours:
     def neighbours(self, kind: str, product_ids: list[int]) -> list[tuple[list[int], list[float]]]:
         if self.built is None:
             raise RuntimeError("SnapshotNeighbours: call at(now) before neighbours()")
-        table, out = self.built.kind(kind), []
+        table, out = self.built.kind(kind), list[tuple[list[int], list[float]]]()
         for product in product_ids:
             item = self.item_of.get(int(product))
             if item is None:
@@ -188,16 +188,17 @@ class CandidateLists:
         return len(self.targets)
 
 
-def propose_all(log: EventLog, queries: np.ndarray, limit: int, sources: ReplaySources | None = None
-                ) -> CandidateLists:
-    """Ask every source for ``limit`` (+ the excluded) proposals at each query position (ascending)."""
+def propose_all(log: EventLog, queries: np.ndarray, limit: int, sources: ReplaySources | None = None,
+                exclude_days: int = EXCLUDE_DAYS) -> CandidateLists:
+    """Ask every source for ``limit`` (+ the excluded) proposals at each query position (ascending);
+    ``exclude_days``: the shopper's purchases of that many days before are left out (0: none)."""
     sources = sources or ReplaySources(log)
     targets, proposals, excluded = [], [], []
     for position in queries.tolist():
         now, user = int(log.time[position]), int(log.user[position])
         sources.at(now)
         context = replay_context(log, user, now)
-        exclude = bought_before(log, user, now)
+        exclude = bought_before(log, user, now, exclude_days) if exclude_days > 0 else set()
         proposals.append([source.propose(context, limit + len(exclude)) for source in sources.blend])
         targets.append(int(log.product_ids[log.item[position]]))
         excluded.append(exclude)

@@ -146,7 +146,7 @@ class NeighbourSource:
         seeds = context.recent_products[:self.seeds]
         if not seeds or limit <= 0:
             return []
-        own, score = set(seeds), {}
+        own, score = set(seeds), dict[int, float]()
         for position, (ids, weights) in enumerate(self.lookup.neighbours(self.name, seeds)):
             factor = self.decay ** position
             for product, weight in zip(ids, weights):
