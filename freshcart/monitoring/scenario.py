@@ -7,10 +7,21 @@ definitions); a model trained on the views before the onset scores every view, a
 each view becomes one /predict record of the serving package's prediction log
 (:func:`freshcart.serving.prediction_log.encode_record`), landed in the offline store
 by :func:`freshcart.serving.ingest.upsert_predictions` exactly as the Kafka ingest lands it.
+
+Once a champion is registered, the windows are scored by the scoring service's own model
+reload (:class:`ServedModel`): the service's :class:`~freshcart.serving.model.ModelHolder`
+on the shop's MLflow registry, checked by a watcher thread every ``serving_reload_seconds``
+as the service's ``freshcart-model-watch`` thread checks it, so the version that scores a
+window (and is logged as its ``model_version``) is the one the service would be serving.
+The features stay the point-in-time rows: a running service reads an online store, which
+holds only each key's latest values, not those of a past window.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -24,7 +35,7 @@ from freshcart import storage
 from freshcart.features.tables import build_feature_tables
 from freshcart.monitoring.reference import Reference, reference_sample
 from freshcart.serving.ingest import predictions_dir, upsert_predictions
-from freshcart.serving.model import ModelInfo
+from freshcart.serving.model import ModelHolder, ModelInfo, ServingModel
 from freshcart.serving.prediction_log import PredictionRecord, decode_record, encode_record
 from freshcart.settings import Settings
 from freshcart.simulator import DriftConfig, SimulationConfig, write_simulation
@@ -33,6 +44,7 @@ from freshcart.training.evaluate import PopularityBaseline, evaluate_scores
 from freshcart.training.train import split_table, xgboost_params
 from freshcart.training.xgb_model import train_xgboost
 
+log = logging.getLogger(__name__)
 START = datetime(2025, 1, 6, tzinfo=timezone.utc)
 WARM_UP_DAYS = 7
 """Days simulated before the training views, so that the 7-day features are warm when training starts."""
@@ -107,26 +119,84 @@ def build_scenario(settings: Settings, kind: str, seed: int = 11, users: int = 1
     return Scenario(settings, kind, onset, views, model, reference)
 
 
-class ChampionModel:
-    """The registered champion, scoring Arrow rows the way the service's model does."""
+class ServedModel:
+    """The scoring service's model reload over the shop's registry, for scoring the scenario's rows.
+
+    The service's :class:`~freshcart.serving.model.ModelHolder` (``check`` looks the alias
+    ``serving_model_alias`` up and loads a new version beside the old one before swapping;
+    ``current`` is what a request scores with) and a watcher thread that calls ``check`` every
+    ``serving_reload_seconds``, as ``ScoringService``'s ``freshcart-model-watch`` thread does. The
+    columns the holder may let a model read are those the scenario's rows supply (every model
+    input). Nothing is restarted when the alias moves: the holder swaps the new version in."""
 
     def __init__(self, settings: Settings) -> None:
-        import mlflow.pyfunc
+        self.settings = settings
+        self.holder = ModelHolder(settings, set(model_input_columns()), self._event)
+        self.loads: list[tuple[float, str]] = []
+        """``(time.monotonic(), version)`` of every version the holder swapped in."""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
-        from freshcart.training.registry import connect
+    def _event(self, kind: str, info: ModelInfo | None) -> None:
+        if kind == "loaded" and info is not None:
+            self.loads.append((time.monotonic(), info.version))
 
-        connect(settings)
-        self.model = mlflow.pyfunc.load_model(f"models:/{settings.registered_model}@champion")
+    def start(self, watch: bool = True) -> ServingModel:
+        """The first check (as the service's start does), then the watcher thread (unless ``watch`` is
+        False); the model loaded."""
+        self.holder.check()
+        if self.holder.current is None:
+            raise RuntimeError(f"the serving model holder loaded nothing: {self.holder.last_error}")
+        if not watch:
+            return self.holder.current
+        every = self.settings.serving_reload_seconds
 
-    def predict(self, rows: pa.Table) -> np.ndarray:
-        from freshcart.training.pyfunc import input_frame
+        def check_every() -> None:
+            while not self._stop.wait(every):
+                try:
+                    self.holder.check()
+                except Exception:  # noqa: BLE001 - as in the service: a failed check must not end the watcher
+                    log.exception("model check failed; retrying in %.0f s", every)
 
-        return np.asarray(self.model.predict(input_frame(rows)), dtype=np.float64)
+        self._thread = threading.Thread(target=check_every, name="freshcart-model-watch", daemon=True)
+        self._thread.start()
+        return self.holder.current
+
+    @property
+    def current(self) -> ServingModel:
+        """The model a request would score with now (taken once per window)."""
+        if self.holder.current is None:
+            raise RuntimeError("the serving model holder is not started: call start() first")
+        return self.holder.current
+
+    def wait_for(self, version: str, timeout: float) -> float:
+        """Seconds until the watcher has swapped ``version`` in; TimeoutError naming what it serves instead."""
+        began = time.monotonic()
+        while self.current.info.version != str(version):
+            if time.monotonic() - began > timeout:
+                raise TimeoutError(f"the serving model holder still serves v{self.current.info.version}, not "
+                                   f"v{version}, {timeout:.0f} s after the alias moved (last error: "
+                                   f"{self.holder.last_error})")
+            time.sleep(0.1)
+        return time.monotonic() - began
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def __enter__(self) -> "ServedModel":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def register_champion(scenario: Scenario) -> str:
     """Train XGBoost on the scenario's pre-onset views through MLflow (reference sample included), make
-    it the champion, and serve the scenario with it from then on; the version."""
+    it the champion, and score the scenario with it from then on, loaded by the service's model holder
+    (:meth:`ServedModel.start`, without the watcher); the version."""
     from freshcart.monitoring.reference import load_reference
     from freshcart.training.registry import CHAMPION, connect
     from freshcart.training.train import train_model
@@ -136,23 +206,33 @@ def register_champion(scenario: Scenario) -> str:
     last = (scenario.onset - timedelta(hours=settings.horizon_hours)).date()
     result = train_model(settings, "xgboost", first, last)
     connect(settings).set_registered_model_alias(settings.registered_model, CHAMPION, result.version)
-    scenario.model = ChampionModel(settings)
+    scenario.model = ServedModel(settings).start(watch=False)
     scenario.reference = load_reference(settings)
     return result.version
 
 
 def serve_views(settings: Settings, views: pa.Table, model: Any, start: datetime, end: datetime,
-                version: str = "1") -> int:
-    """Score the views of [start, end) and land one /predict record per view; rows landed."""
+                version: str | None = None) -> int:
+    """Score the views of [start, end) and land one /predict record per view; rows landed.
+
+    ``model`` is a :class:`~freshcart.serving.model.ServingModel` (what the service's holder serves: it
+    reads the columns of its signature and its records carry its own version, name and run) or any model
+    with ``predict(rows)``, logged as ``version`` (default 1)."""
     moment = pa.timestamp("us", tz="UTC")
     rows = views.filter(pc.and_(pc.greater_equal(views["event_time"], pa.scalar(start, moment)),
                                 pc.less(views["event_time"], pa.scalar(end, moment))))
     if rows.num_rows == 0:
         return 0
     inputs = rows.select(model_input_columns())
-    scores = model.predict(rows)
-    info = ModelInfo(name=settings.registered_model, version=version, alias="champion", model_type="xgboost",
-                     run_id="")
+    if isinstance(model, ServingModel):
+        if version is not None and version != model.info.version:
+            raise ValueError(f"serve_views: version={version!r}, but the model given is v{model.info.version}; "
+                             "leave version out (a served model logs its own)")
+        info, scores = model.info, model.predict(rows.select(model.columns))
+    else:
+        info = ModelInfo(name=settings.registered_model, version=version or "1", alias="champion",
+                         model_type="xgboost", run_id="")
+        scores = model.predict(rows)
     users = rows["user_id"].to_numpy()
     times_us = pc.cast(pc.cast(rows["event_time"], moment), pa.int64()).to_numpy()
     bucket = times_us // (REQUEST_MINUTES * 60_000_000)
