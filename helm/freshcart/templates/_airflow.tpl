@@ -2,6 +2,8 @@
 
 {{- define "freshcart.airflow.env" -}}
 {{ include "freshcart.env" . }}
+{{- /* the DAGs' Kafka work (landing the prediction log, lag, dead letters) is the monitoring role's */}}
+{{- with include "freshcart.kafka.env" (list . "monitoring") }}{{ . | nindent 0 }}{{ end }}
 - {name: AIRFLOW_HOME, value: /data/airflow}
 - {name: AIRFLOW__CORE__DAGS_FOLDER, value: /opt/freshcart/dags}
 - {name: AIRFLOW__CORE__PLUGINS_FOLDER, value: /opt/freshcart/plugins}

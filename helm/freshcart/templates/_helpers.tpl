@@ -86,6 +86,12 @@ affinity:
 {{- define "freshcart.scoring.secret" -}}
 {{- .Values.scoring.auth.existingSecret | default (include "freshcart.name" (list . "scoring")) -}}
 {{- end -}}
+{{- define "freshcart.kafka.secret" -}}
+{{- if and (not .Values.kafka.enabled) (not .Values.kafka.auth.existingSecret) -}}
+{{- fail "kafka.auth.existingSecret is required when kafka.enabled is false and kafka.auth.enabled is true: create a Secret with the SCRAM-SHA-512 passwords of your Kafka's FreshCart principals under the keys producer-password, stream-password, serving-password, monitoring-password (and admin-password where the chart creates topics or ACLs) and name it there, or set kafka.auth.enabled=false for a Kafka without SASL" -}}
+{{- end -}}
+{{- .Values.kafka.auth.existingSecret | default (include "freshcart.name" (list . "kafka")) -}}
+{{- end -}}
 {{- define "freshcart.airflow.secret" -}}
 {{- include "freshcart.name" (list . "airflow") -}}
 {{- end -}}
@@ -179,6 +185,40 @@ affinity:
   value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:%s/0" (include "freshcart.redis.host" .) (include "freshcart.redis.port" .) | quote }}
 - name: FRESHCART_FEAST_REDIS
   value: {{ printf "%s:%s,db=0,password=$(REDIS_PASSWORD)" (include "freshcart.redis.host" .) (include "freshcart.redis.port" .) | quote }}
+{{- end -}}
+
+{{/* The Kafka principals: one per FreshCart role (freshcart/credentials.py KAFKA_ROLES), the admin the broker's only super user. */}}
+{{- define "freshcart.kafka.roles" -}}
+{{- toJson (list "admin" "producer" "stream" "serving" "monitoring") -}}
+{{- end -}}
+{{- define "freshcart.kafka.principal" -}}
+{{- printf "freshcart-%s" . -}}
+{{- end -}}
+
+{{/* freshcart.kafka.env: the SCRAM passwords of the Kafka roles named, as the settings read them
+(FRESHCART_KAFKA_<ROLE>_PASSWORD), each from its key <role>-password of the Kafka Secret; nothing
+with kafka.auth.enabled false. Call with (list $ "stream") or (list $ "admin" "producer" ...). */}}
+{{- define "freshcart.kafka.env" -}}
+{{- $root := index . 0 -}}
+{{- $env := list -}}
+{{- if $root.Values.kafka.auth.enabled -}}
+{{- range $role := rest . -}}
+{{- $ref := dict "name" (include "freshcart.kafka.secret" $root) "key" (printf "%s-password" $role) -}}
+{{- $env = append $env (dict "name" (printf "FRESHCART_KAFKA_%s_PASSWORD" (upper $role)) "valueFrom" (dict "secretKeyRef" $ref)) -}}
+{{- end -}}
+{{- end -}}
+{{- with $env }}{{ toYaml . }}{{ end -}}
+{{- end -}}
+
+{{/* freshcart.kafka.adminConfig: a shell line that writes the admin principal's client configuration for the
+Kafka tools (`--command-config /tmp/admin.properties`), the password from $FRESHCART_KAFKA_ADMIN_PASSWORD;
+a PLAINTEXT one with kafka.auth.enabled false. */}}
+{{- define "freshcart.kafka.adminConfig" -}}
+{{- if .Values.kafka.auth.enabled -}}
+(umask 077; printf '%s\n' 'security.protocol=SASL_PLAINTEXT' 'sasl.mechanism=SCRAM-SHA-512' "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{{ include "freshcart.kafka.principal" "admin" }}\" password=\"${FRESHCART_KAFKA_ADMIN_PASSWORD}\";" > /tmp/admin.properties)
+{{- else -}}
+printf '%s\n' 'security.protocol=PLAINTEXT' > /tmp/admin.properties
+{{- end -}}
 {{- end -}}
 
 {{- define "freshcart.envFrom" -}}
