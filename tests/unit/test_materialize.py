@@ -28,7 +28,8 @@ from freshcart.features.tables import write_feature_tables
 from freshcart.settings import Settings, load_settings
 
 DAY = datetime(2026, 10, 1, tzinfo=timezone.utc)
-VIEWS = list(spec.VIEWS)
+VIEWS = [*spec.VIEWS, *spec.CANDIDATE_VIEWS]
+SPECS = {**spec.VIEWS, **spec.CANDIDATE_VIEWS}
 
 
 def view_table(name: str, rows: list[dict[str, Any]]) -> pa.Table:
@@ -41,7 +42,7 @@ def random_tables(seed: int, n: int = 400) -> dict[str, pa.Table]:
     """Rows over three days with the awkward values: nulls, NaN, -0.0, negative and huge ints, empty lists."""
     rng = np.random.default_rng(seed)
     tables = {}
-    for name, view in spec.VIEWS.items():
+    for name, view in SPECS.items():
         cols: dict[str, Any] = {k: rng.integers(1, 60, n) for k in view.keys}
         cols[view.keys[0]][:3] = [-5, 2**62, 0]
         micros = rng.integers(0, 3 * 86_400_000_000, n)
@@ -80,7 +81,7 @@ def fresh_store(template: Path, where: Path, tables: dict[str, pa.Table], days: 
     # the template's registry names the template's table folders: point the views at this dir's
     store = feature_store(settings)
     for fv in store.list_feature_views():
-        for source in (fv.batch_source, fv.stream_source.batch_source):
+        for source in (fv.batch_source, *([fv.stream_source.batch_source] if fv.stream_source else [])):
             source.file_options.uri = str(settings.feature_tables_dir / fv.name)
         store.registry.apply_feature_view(fv, store.project, commit=True)
     return settings
@@ -139,7 +140,7 @@ def test_the_latest_row_of_the_interval_is_served(applied_template: Path, tmp_pa
     settings = fresh_store(applied_template, tmp_path, tables)
     report = materialize(settings, DAY, DAY + timedelta(days=2))
     assert {v.view: v.entity_rows for v in report.views} == {
-        "user_activity": 2, "user_session": 1, "product_activity": 0, "user_category": 0}
+        "user_activity": 2, "user_session": 1, "product_activity": 0, "user_category": 0, "product_neighbours": 0}
     rows = [{"user_id": u, "product_id": 1, "category_id": 1, "request_price": 30.0, "request_category_id": 8,
              "request_ts": 1_600.0} for u in (1, 2, 3)]
     got = online(settings, "propensity_xgboost", rows)
