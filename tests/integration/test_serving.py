@@ -100,7 +100,8 @@ def test_predict_recommend_explain_auth_validation_reload_and_the_prediction_log
     items = recommended.json()["items"]
     assert len(items) == 10 and [i["rank"] for i in items] == list(range(1, 11))
     assert [i["score"] for i in items] == sorted((i["score"] for i in items), reverse=True)
-    assert {i["source"] for i in items} <= {"session", "recent", "trending", "popular"}
+    assert {i["source"] for i in items} <= {"session", "recent", "co_viewed", "co_bought", "sknn", "trending",
+                                            "popular"}
     assert len({i["product_id"] for i in items}) == 10
 
     # a purchase on the events topic after the service started leaves the product out of the next ranking
