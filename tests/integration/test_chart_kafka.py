@@ -267,3 +267,21 @@ def test_chart_principals_and_password_variables_are_the_settings(rendered: list
     job = find(rendered, "Job", f"{RELEASE}-freshcart-kafka-acls")["spec"]["template"]["spec"]["containers"][0]
     names = {item["name"].removeprefix("FRESHCART_").lower() for item in job["env"]}
     assert names == {f"kafka_{role}_password" for role in KAFKA_ROLES} and names <= set(SECRET_FIELDS)
+
+
+def test_the_acl_command_names_what_is_missing(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("FRESHCART_")}
+    env |= {"FRESHCART_DATA_DIR": str(tmp_path), "FRESHCART_KAFKA_BOOTSTRAP": "127.0.0.1:9"}
+
+    def run(*args: str, **more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "freshcart", "services", "kafka-acls", *args], capture_output=True,
+                              text=True, timeout=120, env={**env, **more})
+
+    off = run(FRESHCART_AUTH="false")
+    assert off.returncode == 2 and "FRESHCART_AUTH is false" in off.stderr, off.stderr
+    no_role = run(FRESHCART_KAFKA_ADMIN_PASSWORD="a")
+    assert no_role.returncode == 2 and "FRESHCART_KAFKA_PRODUCER_PASSWORD is not set" in no_role.stderr
+    assert "--no-principals" in no_role.stderr
+    no_admin = run("--no-principals")
+    assert no_admin.returncode == 2 and "FRESHCART_KAFKA_ADMIN_PASSWORD is not set" in no_admin.stderr
+    assert "kafka-acls" in run("--help").stdout
