@@ -204,3 +204,30 @@ def test_online_store_holds_the_latest_feature_rows(
             assert any(v is not None for v in expected), f"{view}:{name} is null for every key"
             assert online[name][:-1] == pytest.approx(expected, nan_ok=True), f"{view}:{name}"
             assert online[name][-1] is None, f"{view}:{name} has a value for an unknown key"
+
+
+def test_materialize_features_puts_the_neighbours_online_and_chooses_the_quotas(
+    sandbox: Sandbox, materialize_run: subprocess.CompletedProcess[str]
+) -> None:
+    import pyarrow.parquet as pq
+
+    from freshcart.features import spec
+    from freshcart.features.store import feature_store
+    from freshcart.recommendation.online_sources import quotas_path, read_shares, session_index_path
+    from freshcart.recommendation.session_index import load_session_index
+
+    assert materialize_run.returncode == 0, _tail(materialize_run)
+    table = pq.read_table(sandbox.settings.feature_tables_dir / spec.PRODUCT_NEIGHBOURS.name)
+    assert table.num_rows > 0 and set(table["event_date"].to_pylist()) == {"2025-01-07"}  # as of the end, 01-08
+    rows = {row["product_id"]: row for row in table.to_pylist()}
+    keys = sorted(rows)[:10]
+    online = feature_store(sandbox.settings).get_online_features(
+        features=["product_neighbours:co_viewed_ids", "product_neighbours:co_bought_weights"],
+        entity_rows=[{"product_id": k} for k in keys]).to_dict()
+    assert online["co_viewed_ids"] == [rows[k]["co_viewed_ids"] for k in keys]
+    for got, want in zip(online["co_bought_weights"], [rows[k]["co_bought_weights"] for k in keys]):
+        assert got == pytest.approx(want)
+    assert load_session_index(session_index_path(sandbox.settings)).size > 0
+    shares = read_shares(quotas_path(sandbox.settings))
+    assert set(shares) == {"session", "recent", "co_viewed", "co_bought", "sknn", "trending", "popular"}
+    assert sum(shares.values()) == pytest.approx(1.0)
