@@ -56,6 +56,15 @@ def client_auth(settings: Settings, role: str) -> dict[str, str]:
             "sasl_plain_username": username, "sasl_plain_password": password}
 
 
+def librdkafka_auth(settings: Settings, role: str) -> dict[str, str]:
+    """The same credentials as :func:`client_auth`, as librdkafka (``confluent_kafka``) configuration."""
+    options = client_auth(settings, role)
+    if not options:
+        return {}
+    return {"security.protocol": options["security_protocol"], "sasl.mechanism": options["sasl_mechanism"],
+            "sasl.username": options["sasl_plain_username"], "sasl.password": options["sasl_plain_password"]}
+
+
 def admin_client(settings: Settings, client_id: str = "freshcart-admin", role: str = "admin") -> KafkaAdminClient:
     """An admin client of the broker, as the admin principal unless told otherwise."""
     return KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=client_id,

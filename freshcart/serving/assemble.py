@@ -86,30 +86,50 @@ def build_model_input(candidates: Candidates, rows: OnlineRows, moment: datetime
 
     Stored features come from ``rows`` (a user value repeated on every row), on-demand ones from
     the shared function; a feature the rows lack is null, as in a training row without a feature row.
+    Only the columns asked for are built.
     """
     n = len(candidates)
+    wanted = set(columns)
     stored: dict[str, pa.Array] = {}
     for view, rows_ in rows.user.items():
         for feature in rows_.features:  # one value, repeated on every row
-            value = rows_.values[feature][0]
-            column = _column(view, feature, [value])
-            stored[f"{view}__{feature}"] = column.take(pa.array(np.zeros(n, dtype=np.int64))) if n != 1 else column
+            if (name := f"{view}__{feature}") in wanted:
+                stored[name] = pa.repeat(pa.scalar(rows_.values[feature][0], type=TYPES[(view, feature)]), n)
     for rows_ in (rows.products, rows.user_categories):
         for feature in rows_.features:
-            stored[f"{rows_.view}__{feature}"] = _column(rows_.view, feature, rows_.values[feature])
-    keys = {"product_id": pa.array(candidates.product_ids, type=pa.int64()),
-            "category_id": pa.array(candidates.category_ids, type=pa.int64()),
-            "price": pa.array(candidates.prices, type=pa.float64())}
+            if (name := f"{rows_.view}__{feature}") in wanted:
+                stored[name] = _column(rows_.view, feature, rows_.values[feature])
+    keys = {"product_id": lambda: pa.array(candidates.product_ids, type=pa.int64()),
+            "category_id": lambda: pa.array(candidates.category_ids, type=pa.int64()),
+            "price": lambda: pa.array(candidates.prices, type=pa.float64())}
+    on_demand = f"{spec.ON_DEMAND.name}__"
+    if any(name.startswith(on_demand) for name in wanted):
+        for name, values in on_demand_columns(_on_demand_inputs(candidates, rows, moment)).items():
+            stored[on_demand + name] = pa.array(values, from_pandas=True)
+    out: dict[str, pa.Array] = {}
+    for name in columns:
+        if name in keys:
+            out[name] = keys[name]()
+        elif name in stored:
+            out[name] = stored[name]
+        else:
+            out[name] = pa.nulls(n, type=_declared_type(name))
+    return pa.table(out)
+
+
+def _on_demand_inputs(candidates: Candidates, rows: OnlineRows, moment: datetime) -> dict[str, Any]:
+    """The inputs of :func:`on_demand_columns` for every candidate: the shopper's values repeated."""
+    n = len(candidates)
+    activity = rows.user["user_activity"].values
 
     def user_value(feature: str) -> Any:
-        """The shopper's value of a user_activity feature (None without one)."""
-        name = f"user_activity__{feature}"
-        return rows.user["user_activity"].values[feature][0] if name in stored else None
+        """The shopper's value of a served user_activity feature (None without one)."""
+        return activity.get(feature, [None])[0]
 
     def repeated(value: Any) -> np.ndarray:
         return np.full(n, np.nan if value is None else float(value), dtype=np.float64)
 
-    inputs = {
+    return {
         "avg_purchase_price_30d": repeated(user_value("avg_purchase_price_30d")),
         "top_categories_30d": [user_value("top_categories_30d")] * n,
         "last_event_ts": repeated(user_value("last_event_ts")),
@@ -117,17 +137,6 @@ def build_model_input(candidates: Candidates, rows: OnlineRows, moment: datetime
         "request_category_id": list(candidates.category_ids),
         "request_ts": np.full(n, request_seconds(moment)),
     }
-    for name, values in on_demand_columns(inputs).items():
-        stored[f"{spec.ON_DEMAND.name}__{name}"] = pa.array(values, from_pandas=True)
-    out: dict[str, pa.Array] = {}
-    for name in columns:
-        if name in keys:
-            out[name] = keys[name]
-        elif name in stored:
-            out[name] = stored[name]
-        else:
-            out[name] = pa.nulls(n, type=_declared_type(name))
-    return pa.table(out)
 
 
 def _declared_type(column: str) -> pa.DataType:

@@ -24,8 +24,8 @@ SERVING_SETTINGS = (
     "registered_model", "horizon_hours", "serving_host", "serving_port", "serving_api_key", "serving_workers",
     "serving_threads", "serving_model_alias", "serving_reload_seconds", "serving_device",
     "serving_product_cache_seconds", "serving_index_seconds", "serving_catalogue_days", "predictions_topic",
-    "serving_log_buffer", "serving_access_log", "serving_gc_freeze", "auth", "secrets_dir", "redis_password",
-    "kafka_serving_password", "mlflow_admin_password",
+    "serving_log_buffer", "serving_access_log", "serving_tracing", "serving_gc_freeze", "auth", "secrets_dir",
+    "redis_password", "kafka_serving_password", "mlflow_admin_password",
 )
 """Settings the service process must see as the caller has them."""
 

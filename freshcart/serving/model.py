@@ -128,17 +128,9 @@ def load_version(settings: Settings, version: Any, supplied: set[str]) -> Servin
 
 def _one_thread(model: Any) -> Any:
     """The XGBoost model scoring on one thread: for a request's 100 rows, more threads only wait on each
-    other (building the DMatrix took 20-30 ms with two threads on a busy 2-core machine, well under 1 ms with one)."""
-    from freshcart.training.xgb_model import XGBoostModel
-
-    class OneThreadXGBoost(XGBoostModel):
-        @property
-        def booster_threads(self) -> int:
-            return 1
-
+    other (a busy 2-core machine showed 20-30 ms stalls with two threads, well under 1 ms with one)."""
     model.booster.set_param({"nthread": 1})
-    return OneThreadXGBoost(booster=model.booster, feature_names=model.feature_names,
-                            best_iteration=model.best_iteration)
+    return model
 
 
 class ModelHolder:

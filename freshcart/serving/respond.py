@@ -49,8 +49,9 @@ def predict_response(request_id: str, user_id: int, scored: Scored, total_s: flo
     """One score per requested product, in the order asked, with flags, model, freshness and timing."""
     found = scored.rows.products.found
     explanations = scored.explanations or [None] * len(scored.product_ids)
-    scores = [ProductScore(product_id=p, score=float(s), cold_start=not f, known=k,
-                           explanation=Explanation.model_validate(e) if e is not None else None)
+    # built without validation: every value is made here with its field's type (up to 500 products a response)
+    scores = [ProductScore.model_construct(product_id=p, score=float(s), cold_start=not f, known=k,
+                                           explanation=Explanation.model_validate(e) if e is not None else None)
               for p, s, f, k, e in zip(scored.product_ids, scored.scores, found, scored.known, explanations)]
     return PredictResponse(request_id=request_id, user_id=user_id, cold_start=not scored.rows.user_found(),
                            model=model_ref(scored.model), scores=scores, freshness=freshness(scored.rows),

@@ -197,17 +197,23 @@ def sequence_matrix(column: pa.ChunkedArray | pa.Array, length: int = spec.RECEN
     array = pc.fill_null(array, pa.scalar([], type=array.type))
     lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False).astype(np.int64)
     flat = pc.list_flatten(array).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    ends = np.cumsum(lengths)
-    out = np.zeros((len(lengths), length), dtype=np.int64)
-    for back in range(1, length + 1):  # position from the end, vectorised over rows
-        has = lengths >= back
-        out[has, length - back] = flat[ends[has] - back]
-    return out
+    if not len(flat):
+        return np.zeros((len(lengths), length), dtype=np.int64)
+    back = np.arange(length, 0, -1)  # position from the end of each list, for each output column
+    index = np.cumsum(lengths)[:, None] - back[None, :]
+    return np.where(lengths[:, None] >= back[None, :], flat[np.clip(index, 0, len(flat) - 1)], 0)
 
 
 def id_array(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """An id column as int64, -1 where it is null."""
     return pc.fill_null(pc.cast(column, pa.int64()), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def float_column(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A number column as float64, NaN where it is null (an integer or float column without a cast)."""
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
 
 
 def derived_features(table: pa.Table) -> dict[str, np.ndarray]:
@@ -226,7 +232,7 @@ def derived_features(table: pa.Table) -> dict[str, np.ndarray]:
     out["seq_length"] = (products != 0).sum(axis=1).astype(np.float32)
 
     def number(name: str) -> np.ndarray:
-        return pc.cast(table[name], pa.float64()).to_numpy(zero_copy_only=False)
+        return float_column(table[name])
 
     with np.errstate(divide="ignore", invalid="ignore"):
         user_views = number("user_activity__views_7d") + 1.0
@@ -263,5 +269,5 @@ def tabular_matrix(table: pa.Table) -> tuple[np.ndarray, list[str]]:
         if name in derived:
             columns.append(derived[name])
         else:
-            columns.append(pc.cast(table[name], pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32))
+            columns.append(float_column(table[name]).astype(np.float32))
     return np.column_stack(columns), names

@@ -59,18 +59,24 @@ class XGBoostModel:
     history: dict[str, list[float]] = field(default_factory=dict)
 
     def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
-        """Purchase probabilities of the rows of a :func:`tabular_matrix`."""
-        data = xgb.DMatrix(matrix, feature_names=self.feature_names, nthread=self.booster_threads)
-        return self.booster.predict(data, iteration_range=(0, self.best_iteration + 1)).astype(np.float64)
+        """Purchase probabilities of the rows of a :func:`tabular_matrix` (columns in ``feature_names`` order).
+
+        In-place prediction: no DMatrix is built, which for a request's 100 rows is most of the cost
+        (about 0.7 ms of 1 ms here). The columns are checked by :meth:`predict`, which has their names.
+        """
+        return self.booster.inplace_predict(matrix, iteration_range=(0, self.best_iteration + 1),
+                                            validate_features=False).astype(np.float64)
 
     def predict(self, table: pa.Table) -> np.ndarray:
         """Purchase probabilities of training-set rows (or model inputs with the same columns)."""
-        matrix, _ = tabular_matrix(table)
+        matrix, names = tabular_matrix(table)
+        if names != self.feature_names:
+            missing = [n for n in self.feature_names if n not in names]
+            extra = [n for n in names if n not in self.feature_names]
+            raise ValueError(f"the model's input columns differ from those it was trained on (missing: "
+                             f"{', '.join(missing) or 'none'}; new: {', '.join(extra) or 'none'}; or in another "
+                             "order); retrain the model on the current features")
         return self.predict_matrix(matrix)
-
-    @property
-    def booster_threads(self) -> int:
-        return os.cpu_count() or 1
 
     def importance(self) -> dict[str, float]:
         """Total gain of each feature, largest first (features never used are left out)."""

@@ -275,3 +275,41 @@ def test_client_errors_are_logged_in_one_line_server_errors_with_their_traceback
     assert client.exc_info is None and client.levelno == logging.INFO
     assert client.getMessage().startswith("Exception on /predict [POST]: 400 ValidationError")
     assert server.exc_info is not None and server.levelno == logging.ERROR
+
+
+def test_stored_values_decode_as_feast_decodes_them() -> None:
+    from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, StringList, Value
+    from feast.type_map import feast_value_type_to_python_type
+
+    from freshcart.serving.features import OnlineFeatureReader
+
+    reader = OnlineFeatureReader.__new__(OnlineFeatureReader)  # the decoder needs no store
+    reader._feast_to_python = feast_value_type_to_python_type
+    values = [Value(int64_val=7), Value(int64_val=-2**63), Value(double_val=2.5), Value(double_val=float("nan")),
+              Value(), Value(int64_list_val=Int64List(val=[3, 1, 2])), Value(int64_list_val=Int64List(val=[])),
+              Value(double_list_val=DoubleList(val=[0.5])), Value(string_val="x"),
+              Value(string_list_val=StringList(val=["a", "b"])), Value(unix_timestamp_val=1_700_000_000),
+              Value(bool_val=True)]
+    for proto in values:
+        ours, feast = reader._to_python(proto), feast_value_type_to_python_type(proto)
+        assert type(ours) is type(feast) and (ours == feast or ours != ours and feast != feast), proto
+
+
+def test_xgboost_refuses_input_columns_it_was_not_trained_on() -> None:
+    import xgboost as xgb
+
+    from freshcart.training.data import tabular_matrix
+    from freshcart.training.xgb_model import XGBoostModel
+
+    rows = build_model_input(Candidates([11, 12], [1, 2], [5.0, 9.0]), OnlineRows(
+        {"user_activity": ViewRows("user_activity", [], {}, [None]),
+         "user_session": ViewRows("user_session", [], {}, [None])},
+        ViewRows("product_activity", [], {}, [None, None]), ViewRows("user_category", [], {}, [None, None])),
+        T0, model_input_columns())
+    matrix, names = tabular_matrix(rows)
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(matrix, label=[0, 1], feature_names=names), 2)
+    scores = XGBoostModel(booster, names, 1).predict(rows)
+    assert scores.shape == (2,) and np.all((scores > 0) & (scores < 1))
+    swapped = [names[1], names[0], *names[2:]]
+    with pytest.raises(ValueError, match="trained on"):
+        XGBoostModel(booster, swapped, 1).predict(rows)
