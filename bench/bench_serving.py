@@ -1,15 +1,15 @@
 """Benchmark: the scoring service under open-loop constant-rate load, against its own trivial endpoint.
 
-A real `bentoml serve` (one worker) scores with a champion trained on a small simulated
-shop (built once under <data_dir>/bench/serving, reused afterwards). The load generator
-runs in this process: requests leave at fixed times (rate r: one every 1/r s, whether or
-not earlier ones have answered) over keep-alive connections on raw asyncio sockets, and
-each latency is measured from the request's scheduled time, so a stall shows in every
-request it delays. For each rate, short runs of the trivial endpoint (/ping) and of
-/predict (one known shopper, 100 candidates) alternate --rounds times; the table gives
-the median over rounds of p50 / p95 / p99 and the errors, and the mean feature-read and
-model time per /predict (from the service's own metrics). Then 10,000 mixed requests,
-5% of them malformed, count the 5xx answers.
+A real `bentoml serve` (FRESHCART_SERVING_WORKERS workers, 2 by default) scores with a
+champion trained on a small simulated shop (built once under <data_dir>/bench/serving,
+reused afterwards). The load generator runs in this process: requests leave at fixed times
+(rate r: one every 1/r s, whether or not earlier ones have answered) over keep-alive
+connections on raw asyncio sockets, and each latency is measured from the request's
+scheduled time, so a stall shows in every request it delays. For each rate, short runs of
+the trivial endpoint (/ping) and of /predict (one known shopper, 100 candidates) alternate
+--rounds times; the table gives the median over rounds of p50 / p95 / p99 and the errors,
+and the mean feature-read and model time per /predict (from the service's own metrics). Then
+10,000 mixed requests, 5% of them malformed, count the 5xx answers.
 
     .venv/bin/python bench/bench_serving.py [--profile local|production] [--seconds 10] [--rounds 3]
 
@@ -177,8 +177,8 @@ def main() -> None:
                              split_ms(before, after, "freshcart_serving_feature_read_seconds") if name == "predict"
                              else None,
                              split_ms(before, after, "freshcart_serving_model_seconds") if name == "predict" else None))
-        print(f"\nopen-loop load, {args.profile} profile, {args.rounds} x {args.seconds:.0f} s runs per endpoint and "
-              "rate, alternating; medians over the runs (ms)")
+        print(f"\nopen-loop load, {args.profile} profile, {settings.serving_workers} worker(s), {args.rounds} x "
+              f"{args.seconds:.0f} s runs per endpoint and rate, alternating; medians over the runs (ms)")
         print(f"{'rate/s':>7} {'endpoint':>8} {'p50':>7} {'p95':>7} {'p99':>7} {'errors':>6}  {'features':>8} "
               f"{'model':>6}  p99 of each run")
         for rate, name, med, errors, p99s, feat, model in rows:

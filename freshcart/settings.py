@@ -204,9 +204,13 @@ class Settings(BaseSettings):
         None, description="Bearer token the scoring service requires on every route but /livez, /readyz and "
         "/metrics; unset means no authentication (loopback only).",
     )
-    serving_workers: int = Field(1, ge=1, le=64, description="Worker processes of the scoring service.")
+    serving_workers: int = Field(
+        2, ge=1, le=64, description="Worker processes of the scoring service (one per core: a request's scoring "
+        "runs on its worker's event loop, holding Python's lock; one worker saturates near 200 requests/s).",
+    )
     serving_threads: int = Field(
-        4, ge=1, le=256, description="Threads per worker that run requests (feature reads and scoring)."
+        4, ge=1, le=256, description="Threads per worker for BentoML's own blocking work (the scoring routes run on "
+        "the worker's event loop).",
     )
     serving_model_alias: str = Field(
         "champion", min_length=1, description="Alias of the registered model that the service scores with."

@@ -19,7 +19,6 @@ holds only each key's latest values, not those of a past window.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 import uuid
@@ -34,6 +33,7 @@ import pyarrow.compute as pc
 from freshcart import storage
 from freshcart.features.tables import build_feature_tables
 from freshcart.monitoring.reference import Reference, reference_sample
+from freshcart.serving.background import run_every
 from freshcart.serving.ingest import predictions_dir, upsert_predictions
 from freshcart.serving.model import ModelHolder, ModelInfo, ServingModel
 from freshcart.serving.prediction_log import PredictionRecord, decode_record, encode_record
@@ -44,7 +44,6 @@ from freshcart.training.evaluate import PopularityBaseline, evaluate_scores
 from freshcart.training.train import split_table, xgboost_params
 from freshcart.training.xgb_model import train_xgboost
 
-log = logging.getLogger(__name__)
 START = datetime(2025, 1, 6, tzinfo=timezone.utc)
 WARM_UP_DAYS = 7
 """Days simulated before the training views, so that the 7-day features are warm when training starts."""
@@ -149,17 +148,8 @@ class ServedModel:
             raise RuntimeError(f"the serving model holder loaded nothing: {self.holder.last_error}")
         if not watch:
             return self.holder.current
-        every = self.settings.serving_reload_seconds
-
-        def check_every() -> None:
-            while not self._stop.wait(every):
-                try:
-                    self.holder.check()
-                except Exception:  # noqa: BLE001 - as in the service: a failed check must not end the watcher
-                    log.exception("model check failed; retrying in %.0f s", every)
-
-        self._thread = threading.Thread(target=check_every, name="freshcart-model-watch", daemon=True)
-        self._thread.start()
+        self._thread = run_every("freshcart-model-watch", self.settings.serving_reload_seconds, self.holder.check,
+                                 self._stop)
         return self.holder.current
 
     @property

@@ -111,12 +111,15 @@ class OnlineFeatureReader:
         self._feast_to_python = feast_value_type_to_python_type
         self.kind = str(self.config.online_store.type)
 
-    def read(self, view: str, keys: Sequence[Sequence[int]]) -> ViewRows:
-        """The served features of ``view`` for ``keys`` (tuples in the order of the view's join keys)."""
+    def read(self, view: str, keys: Sequence[Sequence[int]], features: Sequence[str] | None = None) -> ViewRows:
+        """The served features of ``view`` (or only ``features`` of them) for ``keys`` (tuples in the order
+        of the view's join keys)."""
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
         names = self.served.by_view.get(view, [])  # a copy goes to Feast: its Redis store appends to the list
+        if features is not None:
+            names = [name for name in names if name in features]
         join_keys = list(spec.VIEWS[view].keys)
         entity_keys = [EntityKey(join_keys=join_keys, entity_values=[Value(int64_val=int(v)) for v in key])
                        for key in keys]

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from freshcart.privacy.pseudonym import pseudonymiser_for
+from freshcart.serving.background import run_every
 from freshcart.serving.assemble import USER_VIEWS, Candidates, OnlineRows, build_model_input
 from freshcart.serving.candidates import default_sources, gather_candidates, shopper_context
 from freshcart.serving.catalogue import Catalogue, load_catalogue
@@ -95,16 +96,7 @@ class ScoringService:
             self._spawn("freshcart-trending", self.settings.serving_index_seconds, self.refresh_index)
 
     def _spawn(self, name: str, every: float, work: Any) -> None:
-        def loop() -> None:
-            while not self._stop.wait(every):
-                try:
-                    work()
-                except Exception:  # noqa: BLE001 - a background refresh must never end the service
-                    log.exception("%s failed; retrying in %.0f s", name, every)
-
-        thread = threading.Thread(target=loop, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        self._threads.append(run_every(name, every, work, self._stop))
 
     def _connect(self) -> OnlineFeatureReader:
         """The feature reader (the Feast registry, read once) and the model holder; made on first success."""

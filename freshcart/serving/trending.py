@@ -20,8 +20,13 @@ PER_CATEGORY = 100
 """Products per category the index follows (the catalogue's most viewed ones)."""
 
 
+RANKED_BY = ("views_1h", "views_24h")
+"""The only features the index reads (decoding the rest for every followed product held the service's
+Python lock for tens of milliseconds per refresh)."""
+
+
 class ProductReader(Protocol):
-    def read(self, view: str, keys: Sequence[Sequence[int]]) -> ViewRows: ...
+    def read(self, view: str, keys: Sequence[Sequence[int]], features: Sequence[str] | None = None) -> ViewRows: ...
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class TrendingIndex:
                                      [None] * len(self.followed), [None] * len(self.followed), fallback)
 
     def refresh(self, reader: ProductReader) -> Ranking:
-        rows = reader.read("product_activity", [(p,) for p in self.followed])
+        rows = reader.read("product_activity", [(p,) for p in self.followed], RANKED_BY)
         ranking = rank_products(self.followed, [self.catalogue.category[p] for p in self.followed],
                                 rows.values.get("views_1h", [None] * len(self.followed)),
                                 rows.values.get("views_24h", [None] * len(self.followed)), self.catalogue.views)

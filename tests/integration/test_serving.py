@@ -145,12 +145,14 @@ def test_predict_recommend_explain_auth_validation_reload_and_the_prediction_log
             got.json()["model"]["version"] == "2" else None
 
     wait_until(version, 60, "the new champion v2 serving")
+    loaded = f'freshcart_serving_model_events_total{{kind="loaded"}} {2.0 * settings.serving_workers}'
+    wait_until(lambda: loaded in client.get("/metrics").text, 60, "every worker serving v2 (v1 then v2 loaded)")
     assert time.monotonic() - switched_at < 60
     attention = client.post("/explain", json={"user_id": user, "product_ids": products[:1], "top": 3}, headers=AUTH)
     assert attention.json()["model"]["type"] == "din"
     assert attention.json()["scores"][0]["explanation"]["kind"] == "attention"
     metrics = client.get("/metrics").text
-    assert 'freshcart_serving_model_events_total{kind="loaded"} 2.0' in metrics
+    assert loaded in metrics
     assert 'freshcart_serving_requests_total{endpoint="predict",outcome="ok"}' in metrics
 
     # every /predict and /recommend went to Kafka; the ingest lands them in the offline store by date

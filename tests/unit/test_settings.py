@@ -55,9 +55,16 @@ def test_secrets_are_masked(monkeypatch):
 
 
 def test_importing_does_nothing():
-    """No settings are read at import time: a bad environment only fails at load."""
-    import importlib
+    """No settings are read at import time: a bad environment only fails at load. In a fresh interpreter, so
+    that no other test ends up holding a reloaded module's classes."""
+    import os
+    import subprocess
+    import sys
 
-    import freshcart.settings as module
-
-    importlib.reload(module)  # would raise if the module loaded settings eagerly
+    env = {**os.environ, "FRESHCART_PROFILE": "bogus"}
+    imported = subprocess.run([sys.executable, "-c", "import freshcart.settings"], env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr
+    loaded = subprocess.run([sys.executable, "-c", "import freshcart.settings as s; s.load_settings()"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert loaded.returncode != 0 and "FRESHCART_PROFILE='bogus'" in loaded.stderr
