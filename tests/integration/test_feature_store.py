@@ -71,7 +71,8 @@ def test_apply_materialize_and_serve(profile: str, request: pytest.FixtureReques
     report = materialize(settings, DAY, DAY + timedelta(days=2))
     assert report.online_store == {"local": "sqlite", "production": "redis"}[profile]
     assert {v.view: v.entity_rows for v in report.views} == {
-        "user_activity": 2, "product_activity": 1, "user_category": 1, "user_session": 1}
+        "user_activity": 2, "product_activity": 1, "user_category": 1, "user_session": 1,
+        "product_neighbours": 0}  # the candidate view: no neighbour table written here
 
     store = feature_store(settings)
     rows = [REQUEST, {**REQUEST, "user_id": 2, "category_id": 7}]

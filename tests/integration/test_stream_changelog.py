@@ -148,6 +148,10 @@ def test_only_committed_checkpoints_restore_and_a_fenced_owner_cannot_write(
         with pytest.raises(ChangelogLost):
             old.commit(crashed)
         latest = new.commit(checkpoint_records(range(90, 110), 120, state.meta))
+        # the coordinator answers a commit before its markers are written: wait for the last stable offset
+        deadline = time.monotonic() + 30
+        while reader.end_offsets([changelog])[changelog] <= latest and time.monotonic() < deadline:
+            time.sleep(0.1)
         state = ChangelogState()
         records = list(reader.read({changelog: first}))
         assert [key for _, _, key, _ in records][0] == META_KEY and records[-1][1] == latest
