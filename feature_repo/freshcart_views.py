@@ -17,13 +17,14 @@ from freshcart.features.store import feast_dtype, feast_fields
 from freshcart_sources import CANDIDATE_SOURCES, ENTITY_BY_KEY, PUSH_SOURCES
 
 
-def feature_view(view: spec.ViewSpec) -> FeatureView:
-    """The Feast view of a spec: batch rows from its files, fresh rows from its push source."""
+def feature_view(view: spec.ViewSpec, sources: dict = PUSH_SOURCES) -> FeatureView:  # type: ignore[type-arg]
+    """The Feast view of a spec: batch rows from its files and, for a model view, fresh rows from its push source
+    (a candidate view, ``sources=CANDIDATE_SOURCES``, has batch rows only, from the co-occurrence task)."""
     return FeatureView(
         name=view.name,
         entities=[ENTITY_BY_KEY[key] for key in view.keys],
         schema=feast_fields(view),
-        source=PUSH_SOURCES[view.name],
+        source=sources[view.name],
         ttl=spec.LOOKBACK,
         online=True,
         description=view.description,
@@ -34,22 +35,7 @@ user_activity = feature_view(spec.USER_ACTIVITY)
 product_activity = feature_view(spec.PRODUCT_ACTIVITY)
 user_category = feature_view(spec.USER_CATEGORY)
 user_session = feature_view(spec.USER_SESSION)
-
-
-def candidate_view(view: spec.ViewSpec) -> FeatureView:
-    """A candidate view of the spec (not a model feature): batch rows only, from the co-occurrence task."""
-    return FeatureView(
-        name=view.name,
-        entities=[ENTITY_BY_KEY[key] for key in view.keys],
-        schema=feast_fields(view),
-        source=CANDIDATE_SOURCES[view.name],
-        ttl=spec.LOOKBACK,
-        online=True,
-        description=view.description,
-    )
-
-
-product_neighbours = candidate_view(spec.PRODUCT_NEIGHBOURS)
+product_neighbours = feature_view(spec.PRODUCT_NEIGHBOURS, CANDIDATE_SOURCES)
 
 propensity_request = RequestSource(
     name="propensity_request",
