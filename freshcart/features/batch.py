@@ -162,12 +162,14 @@ def _user_views(ev: EventArrays, user_order: Order, start_us: int, end_us: int) 
         for name, mask in measures.items():
             activity[f"{name}_{window}"] = window_sum(mask, first)[rows]
         activity[f"spend_{window}"] = window_sum(spend, first)[rows]
-        if window == "7d":
-            activity["wishlists_7d"] = window_sum(etype == WISHLIST, first)[rows]
+        if window in ("7d", "30d"):
+            activity[f"wishlists_{window}"] = window_sum(etype == WISHLIST, first)[rows]
     lo_7d = window_lower_bound(t_s, DAY, spec.WINDOWS["7d"].tiles)
     activity["distinct_categories_7d"] = window_distinct(user_order, ev.category[perm], t_s, lo_7d,
                                                          ev.rank)[rows]
     activity["distinct_products_7d"] = window_distinct(user_order, ev.product[perm], t_s, lo_7d, ev.rank)[rows]
+    activity["distinct_products_30d"] = window_distinct(user_order, ev.product[perm], t_s, _lookback_30d(t_s),
+                                                        ev.rank)[rows]
     purchases, spent = activity["purchases_30d"], activity["spend_30d"]
     with np.errstate(invalid="ignore", divide="ignore"):
         activity["avg_purchase_price_30d"] = np.where(purchases > 0, spent / np.maximum(purchases, 1), np.nan)
@@ -199,7 +201,7 @@ def _product_view(ev: EventArrays, start_us: int, end_us: int) -> pa.Table:
     rows = _emitted(order, t_us, start_us, end_us)
     columns: dict[str, object] = {"product_id": ev.product[perm][rows], spec.TIMESTAMP: _timestamps(t_us[rows])}
     measures = {"views": etype == VIEW, "carts": etype == CART, "purchases": etype == PURCHASE}
-    for window in spec.ACTIVITY_WINDOWS:
+    for window in (*spec.ACTIVITY_WINDOWS, "30d"):
         first = _window(order, t_s, window)
         for name, mask in measures.items():
             columns[f"{name}_{window}"] = window_sum(mask, first)[rows]
@@ -223,6 +225,7 @@ def _user_category_view(ev: EventArrays, user_order: Order, start_us: int, end_u
     rows = _emitted(order, t_us, start_us, end_us)
     first = first_in_window(order, t_s, _lookback_30d(t_s))
     views = window_sum(is_view[perm], first)[rows]
+    carts = window_sum(ev.etype[perm] == CART, first)[rows]
     of_user = user_views_at_event[perm[rows]]
     share = np.where(of_user > 0, views / np.maximum(of_user, 1), 0.0)
     priced = is_view & ~np.isnan(ev.price)
@@ -233,7 +236,7 @@ def _user_category_view(ev: EventArrays, user_order: Order, start_us: int, end_u
     return _table(spec.USER_CATEGORY, {
         "user_id": ev.user[perm][rows], "category_id": ev.category[perm][rows],
         spec.TIMESTAMP: _timestamps(t_us[rows]),
-        "category_views_30d": views, "category_view_share_30d": share,
+        "category_views_30d": views, "category_view_share_30d": share, "category_carts_30d": carts,
         "category_log_price_30d": mean_log_price,
     })
 

@@ -113,6 +113,12 @@ USER_ACTIVITY = ViewSpec(
                     "distinct products the user touched over 7d (about the product episodes behind the views)"),
             Feature("wishlists_7d", pa.int64(), "the user's wishlist additions over 7d"),
             Feature("purchases_30d", pa.int64(), "the user's purchases over 30d"),
+            Feature("views_30d", pa.int64(), "the user's views over 30d"),
+            Feature("carts_30d", pa.int64(), "the user's add-to-carts over 30d"),
+            Feature("wishlists_30d", pa.int64(), "the user's wishlist additions over 30d"),
+            Feature("distinct_products_30d", pa.int64(),
+                    "distinct products the user touched over 30d (their product episodes over a month: the "
+                    "denominator of a per-episode cart rate that a few weeks of history make precise)"),
             Feature("avg_purchase_price_30d", pa.float64(),
                     "mean price of the user's purchases over 30d (null without purchases)"),
             Feature("last_event_ts", pa.float64(), "Unix seconds of the user's latest event"),
@@ -132,6 +138,10 @@ PRODUCT_ACTIVITY = ViewSpec(
             Feature("conversion_rate_7d", pa.float64(),
                     "purchases / views over 7d, smoothed towards 1% with 100 pseudo-views"),
             Feature("current_price", pa.float64(), "the product's latest known price (null if none)"),
+            Feature("views_30d", pa.int64(), "the product's views over 30d"),
+            Feature("carts_30d", pa.int64(),
+                    "the product's add-to-carts over 30d (with views_30d: its appeal, measured on a month)"),
+            Feature("purchases_30d", pa.int64(), "the product's purchases over 30d"),
         ]
     ),
 )
@@ -144,6 +154,7 @@ USER_CATEGORY = ViewSpec(
         Feature("category_views_30d", pa.int64(), "the user's views in the category over 30d"),
         Feature("category_view_share_30d", pa.float64(),
                 "share of the user's 30d views that were in the category (0 without views)"),
+        Feature("category_carts_30d", pa.int64(), "the user's add-to-carts in the category over 30d"),
         Feature("category_log_price_30d", pa.float64(),
                 "mean log(1 + price) of the user's priced views in the category over 30d: the price level "
                 "they browse there (null without priced views)"),

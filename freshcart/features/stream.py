@@ -138,6 +138,7 @@ class _Product:
 class _Pair:
     latest: tuple[int, str] = (-(2**62), "")
     day_views: dict[int, int] = field(default_factory=dict)
+    day_carts: dict[int, int] = field(default_factory=dict)
     day_log_price: dict[int, list[float]] = field(default_factory=dict)  # day -> [sum of log1p(price), views]
 
 
@@ -174,8 +175,8 @@ def _prune_user(user: _User, t_s: int) -> None:
         del user.day_views[d]
     for category in [c for c, seen in user.category_seen.items() if seen < t_s - 8 * DAY]:
         del user.category_seen[category]
-    user.products_seen.prune(day - 8)
-    for d in [d for d in user.day_wishlists if d < day - 8]:
+    user.products_seen.prune(day - 31)
+    for d in [d for d in user.day_wishlists if d < day - 31]:
         del user.day_wishlists[d]
     lo_us = (t_s - 31 * DAY) * 1_000_000
     for session in [s for s, events in user.sessions.items() if events[-1][0] < lo_us]:
@@ -253,6 +254,8 @@ class FeatureState:
                 cell = pair.day_log_price.setdefault(t_s // DAY, [0.0, 0])
                 cell[0] += math.log1p(price)
                 cell[1] += 1
+        elif event_type == CART:
+            pair.day_carts[t_s // DAY] = pair.day_carts.get(t_s // DAY, 0) + 1
         pair.latest = max(pair.latest, stamp)
         rows = [self._user_category(user_id, category_id, pair, user)]
         if event_type == VIEW and stamp < user.latest:  # out of order: later pairs of the user change too
@@ -299,12 +302,15 @@ class FeatureState:
             views, carts, purchases, spend = user.tiles.sums(t_s, tile, tiles)
             values.update({f"views_{name}": views, f"carts_{name}": carts,
                            f"purchases_{name}": purchases, f"spend_{name}": spend})
-        _, _, purchases, spend = user.tiles.sums(t_s, *_W30_TILES)
-        lo_7d = _lower(t_s, spec.WINDOWS["7d"])
+        views, carts, purchases, spend = user.tiles.sums(t_s, *_W30_TILES)
+        lo_7d, lo_30d = _lower(t_s, spec.WINDOWS["7d"]), _lower(t_s, _W30)
         values["wishlists_7d"] = sum(n for d, n in user.day_wishlists.items() if d >= lo_7d // DAY)
         values["distinct_categories_7d"] = sum(1 for seen in user.category_seen.values() if seen >= lo_7d)
         values["distinct_products_7d"] = user.products_seen.count_since(lo_7d // DAY)
         values["purchases_30d"] = purchases
+        values["views_30d"], values["carts_30d"] = views, carts
+        values["wishlists_30d"] = sum(n for d, n in user.day_wishlists.items() if d >= lo_30d // DAY)
+        values["distinct_products_30d"] = user.products_seen.count_since(lo_30d // DAY)
         values["avg_purchase_price_30d"] = spend / purchases if purchases else None
         values["last_event_ts"] = t_us / 1_000_000
         values["top_categories_30d"] = _top_categories(user, t_s // DAY)
@@ -330,7 +336,7 @@ class FeatureState:
         t_us = product.latest[0]
         t_s = t_us // 1_000_000
         values: dict[str, object] = {}
-        for name, tile, tiles in _ACTIVITY_TILES:
+        for name, tile, tiles in (*_ACTIVITY_TILES, ("30d", *_W30_TILES)):
             views, carts, purchases, _ = product.tiles.sums(t_s, tile, tiles)
             values.update({f"views_{name}": views, f"carts_{name}": carts, f"purchases_{name}": purchases})
         k, rate = spec.CONVERSION_PRIOR_VIEWS, spec.CONVERSION_PRIOR_RATE
@@ -342,6 +348,7 @@ class FeatureState:
         t_us = pair.latest[0]
         day = t_us // 1_000_000 // DAY
         views = sum(n for d, n in pair.day_views.items() if day - 29 <= d <= day)
+        carts = sum(n for d, n in pair.day_carts.items() if day - 29 <= d <= day)
         log_price_sum, priced_views = 0.0, 0
         for d, (day_sum, day_views) in pair.day_log_price.items():
             if day - 29 <= d <= day:
@@ -354,4 +361,4 @@ class FeatureState:
         share = views / user_views if user_views > 0 else 0.0
         return FeatureRow("user_category", (user_id, category_id), t_us,
                           {"category_views_30d": views, "category_view_share_30d": share,
-                           "category_log_price_30d": log_price})
+                           "category_carts_30d": carts, "category_log_price_30d": log_price})

@@ -38,14 +38,18 @@ FEATURE_SERVICES = ("propensity_xgboost", "propensity_sequence")
 DERIVED_COLUMNS = ("seq_product_count", "seq_product_recency", "seq_category_count",
                    "seq_category_recency", "seq_length", "user_cart_rate_7d", "user_purchase_rate_7d",
                    "product_cart_rate_7d", "user_views_per_product_7d", "user_carts_per_product_7d",
-                   "user_interest_per_product_7d", "price_gap_user_category", "abs_price_gap_user_category")
+                   "user_interest_per_product_7d", "price_gap_user_category", "abs_price_gap_user_category",
+                   "user_carts_per_product_30d", "user_interest_per_product_30d", "product_cart_rate_30d",
+                   "product_purchase_rate_30d", "user_category_cart_rate_30d")
 """Features derived at scoring time from the stored ones: how often and how recently the candidate
 product (and its category) appear among the user's last products (recency: the number of newer items
 after the latest occurrence, ``spec.RECENT_ITEMS`` when absent), carts or purchases per view of the
 user and of the product over 7 days, views, carts and carts-or-wishlists per distinct product of the
 user over 7 days (per product episode: a cleaner measure of the user's readiness to buy than per view,
-since re-views inflate views), and how far the candidate's log price lies from the price level the
-user browses in its category (ratios and differences that trees cannot form themselves)."""
+since re-views inflate views), how far the candidate's log price lies from the price level the
+user browses in its category, and the same rates over 30 days: carts and carts-or-wishlists per
+distinct product of the user, carts and purchases per view of the product, carts per view of the user
+in the candidate's category (ratios and differences that trees cannot form themselves)."""
 PER_PRODUCT_PRIOR = 5.0
 """Pseudo-products added to the user's distinct products in the per-product rates (shrinks them
 towards 0 while the user has little history)."""
@@ -127,17 +131,45 @@ def _to_us(moment: datetime) -> int:
     return int(pd.Timestamp(moment).value // 1000)
 
 
+DAY_US = 86_400_000_000
+
+
+def whole_day_boundaries(times_us: np.ndarray, validation_share: float,
+                         holdout_share: float) -> tuple[int, int] | None:
+    """Midnight (UTC) boundaries of validation and holdout, in whole days of the rows' span, or None.
+
+    The span runs from the midnight at or before the first row to the midnight after the last; the
+    holdout is its last ``round(days * holdout_share)`` days and validation the
+    ``round(days * validation_share)`` days before. None when a part would get no whole day (a span
+    of under about three days at the default shares): the split then cuts at row quantiles.
+    """
+    first_day = int(times_us.min()) // DAY_US
+    days = int(times_us.max()) // DAY_US + 1 - first_day
+    holdout_days, validation_days = round(days * holdout_share), round(days * validation_share)
+    if min(holdout_days, validation_days, days - holdout_days - validation_days) < 1:
+        return None
+    holdout_at = (first_day + days - holdout_days) * DAY_US
+    return holdout_at - validation_days * DAY_US, holdout_at
+
+
 def split_by_time(table: pa.Table, validation_share: float, holdout_share: float) -> TimeSplit:
-    """Cut the rows at event-time quantiles: the latest ``holdout_share`` is the holdout, the
+    """Split the rows by event time: the latest ``holdout_share`` is the holdout, the
     ``validation_share`` before it the validation set, the rest the training set.
 
-    Each part must hold positives and negatives, else the error names the part and what to do.
+    The boundaries fall on midnights (UTC) whenever the rows span enough days for each part to
+    get a whole day (:func:`whole_day_boundaries`), so that validation and holdout cover the same
+    hours of the daily rhythm; otherwise they fall at event-time quantiles. Each part must hold
+    positives and negatives, else the error names the part and what to do.
     """
     if table.num_rows == 0:
         raise TrainingDataError("the training set has no rows; choose an interval with views")
     times = np.sort(_timestamps_us(table["event_time"]))
-    hold_at = int(times[min(len(times) - 1, int(len(times) * (1.0 - holdout_share)))])
-    val_at = int(times[min(len(times) - 1, int(len(times) * (1.0 - holdout_share - validation_share)))])
+    days = whole_day_boundaries(times, validation_share, holdout_share)
+    if days is not None:
+        val_at, hold_at = days
+    else:
+        hold_at = int(times[min(len(times) - 1, int(len(times) * (1.0 - holdout_share)))])
+        val_at = int(times[min(len(times) - 1, int(len(times) * (1.0 - holdout_share - validation_share)))])
     split = TimeSplit(pd.Timestamp(val_at, unit="us", tz="UTC").to_pydatetime(),
                       pd.Timestamp(hold_at, unit="us", tz="UTC").to_pydatetime())
     labels = table["label"].to_numpy()
@@ -241,6 +273,7 @@ def derived_features(table: pa.Table) -> dict[str, np.ndarray]:
         out["product_cart_rate_7d"] = (number("product_activity__carts_7d")
                                        / (number("product_activity__views_7d") + 1.0)).astype(np.float32)
         out.update(_per_product_rates(number))
+        out.update(_monthly_rates(number))
         gap = np.log1p(number("price")) - number("user_category__category_log_price_30d")
         out["price_gap_user_category"] = gap.astype(np.float32)
         out["abs_price_gap_user_category"] = np.abs(gap).astype(np.float32)
@@ -256,6 +289,22 @@ def _per_product_rates(number: Callable[[str], np.ndarray]) -> dict[str, np.ndar
         "user_carts_per_product_7d": carts / (products + PER_PRODUCT_PRIOR),
         "user_interest_per_product_7d": (carts + number("user_activity__wishlists_7d"))
                                         / (products + PER_PRODUCT_PRIOR),
+    }
+    return {name: values.astype(np.float32) for name, values in rates.items()}
+
+
+def _monthly_rates(number: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
+    """The 30-day rates: per distinct product of the user, per view of the product and of the user's category."""
+    products = number("user_activity__distinct_products_30d") + PER_PRODUCT_PRIOR
+    carts = number("user_activity__carts_30d")
+    product_views = number("product_activity__views_30d") + 1.0
+    rates = {
+        "user_carts_per_product_30d": carts / products,
+        "user_interest_per_product_30d": (carts + number("user_activity__wishlists_30d")) / products,
+        "product_cart_rate_30d": number("product_activity__carts_30d") / product_views,
+        "product_purchase_rate_30d": number("product_activity__purchases_30d") / product_views,
+        "user_category_cart_rate_30d": number("user_category__category_carts_30d")
+                                       / (number("user_category__category_views_30d") + 1.0),
     }
     return {name: values.astype(np.float32) for name, values in rates.items()}
 

@@ -184,3 +184,54 @@ def test_feature_tables_need_the_interval_ingested(tmp_path):
         build_feature_tables(settings, date(2026, 11, 2), date(2026, 11, 4))
     with pytest.raises(FeatureBuildError, match="empty interval"):
         build_feature_tables(settings, date(2026, 11, 4), date(2026, 11, 4))
+
+
+MONTH = [
+    ("m01", at(10, 0), "view", 10, 100, 10.0, 1, "a1"),
+    ("m02", at(10, 1), "cart", 10, 100, 10.0, 1, "a1"),
+    ("m03", at(10, 2), "wishlist", 11, 100, 15.0, 1, "a1"),
+    ("m04", at(10, 0, day=10), "view", 12, 100, 20.0, 1, "b1"),
+    ("m05", at(10, 1, day=10), "cart", 12, 100, 20.0, 1, "b1"),
+    ("m06", at(10, 2, day=10), "purchase", 12, 100, 20.0, 1, "b1"),
+    ("m07", at(11, 0, day=10), "view", 10, 100, 10.0, 2, "c1"),
+    ("m08", at(9, 0, day=35), "view", 10, 100, 10.0, 1, "d1"),
+]
+
+
+@pytest.fixture(scope="module")
+def month_rows() -> dict[str, pa.Table]:
+    return compute_feature_rows(events_table(MONTH))
+
+
+def test_thirty_day_user_counts_reach_past_the_week(month_rows):
+    row = row_at(month_rows["user_activity"], at(10, 2, day=10), user_id=1)
+    assert (row["views_30d"], row["carts_30d"], row["wishlists_30d"], row["distinct_products_30d"]) == (2, 2, 1, 3)
+    assert (row["carts_7d"], row["wishlists_7d"], row["distinct_products_7d"]) == (1, 0, 1)  # day 0 is out
+    late = row_at(month_rows["user_activity"], at(9, 0, day=35), user_id=1)  # 30 d from day 6: day 0 is out
+    assert (late["views_30d"], late["carts_30d"], late["wishlists_30d"], late["distinct_products_30d"]) == (2, 1, 0, 2)
+
+
+def test_thirty_day_product_and_user_category_counts(month_rows):
+    p10 = row_at(month_rows["product_activity"], at(11, 0, day=10), product_id=10)
+    assert (p10["views_30d"], p10["carts_30d"], p10["purchases_30d"], p10["views_7d"]) == (2, 1, 0, 1)
+    p12 = row_at(month_rows["product_activity"], at(10, 2, day=10), product_id=12)
+    assert (p12["views_30d"], p12["carts_30d"], p12["purchases_30d"]) == (1, 1, 1)
+    late = row_at(month_rows["product_activity"], at(9, 0, day=35), product_id=10)
+    assert (late["views_30d"], late["carts_30d"]) == (2, 0)
+    pair = row_at(month_rows["user_category"], at(10, 2, day=10), user_id=1, category_id=100)
+    assert (pair["category_views_30d"], pair["category_carts_30d"]) == (2, 2)
+    pair = row_at(month_rows["user_category"], at(9, 0, day=35), user_id=1, category_id=100)
+    assert (pair["category_views_30d"], pair["category_carts_30d"]) == (2, 1)
+
+
+def test_stream_gives_the_hand_computed_thirty_day_rows():
+    state = FeatureState()
+    for record in MONTH:
+        rows = {row.view: row.values for row in state.update(record[0], int(record[1].timestamp()) * 1_000_000,
+                                                              *record[2:])}
+    user, product, pair = rows["user_activity"], rows["product_activity"], rows["user_category"]
+    assert (user["views_30d"], user["carts_30d"], user["wishlists_30d"], user["distinct_products_30d"]) == (2, 1, 0, 2)
+    assert (product["views_30d"], product["carts_30d"], product["purchases_30d"]) == (2, 0, 0)
+    assert (pair["category_views_30d"], pair["category_carts_30d"]) == (2, 1)
+    report = run_parity(events_table(MONTH), [at(10, 2), at(23, 0, day=10), at(10, 0, day=35)])
+    assert report.ok, report.summary()

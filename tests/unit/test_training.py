@@ -199,6 +199,11 @@ def test_derived_rates_per_product_and_price_gap() -> None:
         "user_activity__distinct_products_7d": [3, None],
         "product_activity__views_7d": [9, 0], "product_activity__carts_7d": [1, 0],
         "user_category__category_log_price_30d": pa.array([2.5, None], pa.float64()),
+        "user_activity__carts_30d": [4, None], "user_activity__wishlists_30d": [2, None],
+        "user_activity__distinct_products_30d": [11, None],
+        "product_activity__views_30d": [39, 0], "product_activity__carts_30d": [4, 0],
+        "product_activity__purchases_30d": [2, 0],
+        "user_category__category_views_30d": [9, None], "user_category__category_carts_30d": [3, None],
     })
     derived = derived_features(table)
     assert derived["user_views_per_product_7d"][0] == pytest.approx(4.0)  # 12 views of 3 products
@@ -207,6 +212,14 @@ def test_derived_rates_per_product_and_price_gap() -> None:
     assert derived["price_gap_user_category"][0] == pytest.approx(0.5)  # log(1 + price) = 3 vs 2.5
     assert derived["abs_price_gap_user_category"][0] == pytest.approx(0.5)
     assert all(np.isnan(derived[name][1]) for name in ("user_carts_per_product_7d", "abs_price_gap_user_category"))
+    # 30 days: 4 carts (and 2 wishlists) over 11 products + 5 pseudo-products; a product's 4 carts and
+    # 2 purchases of 39 views + 1; the user's 3 carts of 9 views + 1 in the category
+    assert derived["user_carts_per_product_30d"][0] == pytest.approx(4 / 16)
+    assert derived["user_interest_per_product_30d"][0] == pytest.approx(6 / 16)
+    assert derived["product_cart_rate_30d"][0] == pytest.approx(0.1)
+    assert derived["product_purchase_rate_30d"][0] == pytest.approx(0.05)
+    assert derived["user_category_cart_rate_30d"][0] == pytest.approx(0.3)
+    assert derived["product_cart_rate_30d"][1] == 0.0 and np.isnan(derived["user_category_cart_rate_30d"][1])
 
 
 def test_a_training_set_from_older_features_is_built_again(trained: Trained) -> None:
