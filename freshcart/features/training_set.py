@@ -125,14 +125,29 @@ def asof_indices(row_keys: list[np.ndarray], row_us: np.ndarray, query_keys: lis
     return result
 
 
-def _join_fast(settings: Settings, examples: pa.Table, start: date, end: date) -> pa.Table:
+def read_view_tables(settings: Settings, start: date, end: date) -> dict[str, pa.Table]:
+    """The rows of every model view that examples of ``[start, end)`` can join (``LOOKBACK`` before on)."""
+    return {name: read_feature_table(settings, name, start - timedelta(days=spec.LOOKBACK.days + 1), end)
+            for name in spec.VIEWS}
+
+
+def join_features(examples: pa.Table, views: dict[str, pa.Table]) -> pa.Table:
+    """``examples`` with every stored and on-demand feature, as of strictly before each row's ``event_time``.
+
+    ``examples`` needs ``event_time``, ``user_id``, ``product_id``, ``category_id`` and ``price`` (the
+    candidate's); ``views`` holds the rows of each view of ``spec.VIEWS`` (:func:`read_view_tables`).
+    The same join serves training sets and the candidates of a ranking replay.
+    """
     frame = entity_frame(examples)
     query_us = (frame["event_timestamp"].dt.as_unit("us").astype("int64")).to_numpy()
     ttl_us = int(spec.LOOKBACK.total_seconds() * 1_000_000)
     out = pa.Table.from_pandas(frame.drop(columns=["event_timestamp"]), preserve_index=False)
     joined: dict[str, pa.ChunkedArray] = {}
     for name, view in spec.VIEWS.items():
-        rows = read_feature_table(settings, name, start - timedelta(days=spec.LOOKBACK.days + 1), end)
+        if name not in views:
+            raise FeatureBuildError(f"no rows of the feature view {name!r} to join; pass every view of "
+                                    f"spec.VIEWS ({', '.join(spec.VIEWS)}), e.g. from read_view_tables()")
+        rows = views[name]
         row_us = rows[spec.TIMESTAMP].cast(pa.int64()).to_numpy()
         index = asof_indices([rows[k].to_numpy() for k in view.keys], row_us,
                              [frame[k].to_numpy() for k in view.keys], query_us, ttl_us)
@@ -150,6 +165,10 @@ def _join_fast(settings: Settings, examples: pa.Table, start: date, end: date) -
     for name, values in on_demand_features(inputs).items():
         out = out.append_column(f"{spec.ON_DEMAND.name}__{name}", pa.array(values, from_pandas=True))
     return out
+
+
+def _join_fast(settings: Settings, examples: pa.Table, start: date, end: date) -> pa.Table:
+    return join_features(examples, read_view_tables(settings, start, end))
 
 
 def _join_feast(settings: Settings, examples: pa.Table) -> pa.Table:
