@@ -4,7 +4,8 @@ Partition p of ``<group>-<topic>-changelog`` (:func:`freshcart.kafka_io.changelo
 the state of partition p of the input topic, one record per state key:
 
 - ``u:<user_id>``, ``c:<user_id>:<category_id>``, ``p:<product_id>``: the key's feature state,
-  pickled as the local checkpoint pickles it;
+  pickled as the local checkpoint pickles it; ``n:<product_id>``: the product's neighbour state
+  (:class:`freshcart.stream.neighbours.NeighbourItem`; an empty one stands for a deleted one);
 - ``s:<checkpoint>:<chunk>``: a batch of the event ids seen in one checkpoint (the user stage's
   duplicate check), and a tombstone for it once every id in it is below the watermark;
 - :data:`META_KEY`: the task's position (next offset, watermark, applied source offsets of the
@@ -40,7 +41,7 @@ from freshcart.stream.processor import TaskState
 
 META_KEY = b"\x00meta"
 SEEN_PER_RECORD = 10_000  # event ids per seen-id record (well under the broker's message limit)
-STORES = {"u": "users", "c": "pairs", "p": "products"}
+STORES = {"u": "users", "c": "pairs", "p": "products", "n": "neighbours"}
 PREFIXES = {store: prefix for prefix, store in STORES.items()}
 _FENCED = (ProducerFencedError, InvalidProducerEpochError, TransactionCoordinatorFencedError)
 Record = tuple[bytes, bytes | None]
@@ -120,7 +121,7 @@ class ChangelogState:
     @functools.cached_property
     def part(self) -> dict[str, dict]:
         """The state read, as one part for a task's ``restore`` (read once all records are added)."""
-        part: dict[str, dict] = {"users": {}, "pairs": {}, "products": {}, "seen": {}}
+        part: dict[str, dict] = {"users": {}, "pairs": {}, "products": {}, "neighbours": {}, "seen": {}}
         for key, value in self.latest.items():
             if value is None:
                 continue

@@ -48,7 +48,10 @@ from freshcart.settings import Settings
 from freshcart.stream.changelog import ChangelogLost, ChangelogReader, encode_changes
 from freshcart.stream.dlq import dead_letter_headers
 from freshcart.stream.metrics import StreamMetrics, status_dir, write_status
-from freshcart.stream.processor import NEVER, PRODUCT, USER, Forwarded, ProductTask, UserTask, encode_forwarded
+from freshcart.stream.neighbours import NORMS
+from freshcart.stream.processor import (
+    NEIGHBOUR_VIEW, NEVER, PRODUCT, USER, Forwarded, ProductTask, UserTask, encode_deltas, encode_forwarded,
+)
 from freshcart.stream.restore import restore_partitions
 from freshcart.stream.saving import PartitionSave, save_partitions
 from freshcart.stream.slots import InFlight, RunSummary, SaveInFlight, Slot, close_slot, state_dir
@@ -61,6 +64,7 @@ CONSUMER_SETTINGS = ("profile", "data_dir", "events_topic", "product_topic", "dl
                      "secrets_dir")
 """Settings a `freshcart stream consume` child process takes from the process that starts it."""
 FORWARD_CHUNK = 4000  # events per re-partitioned message (well under the broker's message limit)
+DELTA_CHUNK = 20_000  # neighbour deltas per message, about (cut between source offsets only)
 BACKOFF_MAX_S = 30.0
 REJOIN_AFTER_S = 60.0
 """Seconds without an assignment, from the start of a rebalance, before the consumer leaves the group
@@ -110,6 +114,7 @@ class StreamProcessor:
         self.reader: ChangelogReader | None = None
         self.gap_seeks: dict[TopicPartition, int] = {}  # offsets sought back to (a second gap there is real)
         self.forward: dict[tuple[int, int], list[Forwarded]] = {}  # (product partition, source partition)
+        self.forward_deltas: dict[int, list[list[list[int]]]] = {}  # source partition -> per product partition
         self.first_pending: float | None = None
         self.pending_events = 0
         self.summary = RunSummary()
@@ -262,6 +267,8 @@ class StreamProcessor:
         self.parked = {}
         self.forward = {k: v for k, v in self.forward.items()
                         if TopicPartition(self.settings.events_topic, k[1]) in self.slots}
+        self.forward_deltas = {k: v for k, v in self.forward_deltas.items()
+                               if TopicPartition(self.settings.events_topic, k) in self.slots}
 
     def release(self, partitions: set[TopicPartition], lost: bool) -> None:
         """Give partitions up (rebalance or shutdown).
@@ -319,6 +326,22 @@ class StreamProcessor:
         assert forwarded is not None
         q = forwarded.product_id % self.product_partitions
         self.forward.setdefault((q, forwarded.src_partition), []).append(forwarded)
+        if outcome.deltas:
+            self._route_deltas(forwarded.src_partition, forwarded.src_offset, outcome.deltas)
+
+    def _route_deltas(self, src: int, offset: int, deltas: list) -> None:
+        """Neighbour deltas to the product partitions: a pair to its row's product, a normaliser to all."""
+        partitions = self.product_partitions
+        lists = self.forward_deltas.get(src)
+        if lists is None or len(lists) != partitions:
+            lists = self.forward_deltas[src] = [[] for _ in range(partitions)]
+        for op, a, b, t_us in deltas:
+            row = [offset, op, a, b, t_us]
+            if abs(op) in NORMS:
+                for target in lists:
+                    target.append(row)
+            else:
+                lists[a % partitions].append(row)
 
     def _on_product(self, slot: Slot, record: Any) -> None:
         task = slot.task
@@ -327,6 +350,8 @@ class StreamProcessor:
         if skipped:
             self.metrics.count(PRODUCT, "duplicate", skipped)
         replaying = record.offset < task.meta.written_offset
+        if replaying:
+            task.neighbours.take_dirty()  # written online before the restart (their stale rows wait: checkpoint)
         changed = slot.changed_replayed if replaying else slot.changed
         for event in applied:
             changed.add(event.product_id)
@@ -342,11 +367,24 @@ class StreamProcessor:
                 self.producer.send(self.settings.product_topic, partition=q,
                                    value=encode_forwarded(src, events[lo:lo + FORWARD_CHUNK]))
         self.forward = {}
+        for src, lists in self.forward_deltas.items():
+            for q, rows in enumerate(lists):
+                lo = 0
+                while lo < len(rows):
+                    hi = min(len(rows), lo + DELTA_CHUNK)
+                    while hi < len(rows) and rows[hi][0] == rows[hi - 1][0]:
+                        hi += 1  # every delta of one source offset in one message
+                    self.producer.send(self.settings.product_topic, partition=q, value=encode_deltas(src, rows[lo:hi]))
+                    lo = hi
+        self.forward_deltas = {}
 
-    def flush(self) -> None:
-        """Close the micro-batch: forward events, hand the changed rows to the writer thread."""
+    def flush(self, checkpoint: bool = False) -> None:
+        """Close the micro-batch: forward events, hand the changed rows to the writer thread (at a ``checkpoint``
+        also the neighbour rows whose neighbours' normalisers changed)."""
         self._send_forwarded()
         for slot in self.slots.values():
+            if isinstance(slot.task, ProductTask):
+                slot.changed.update(slot.task.neighbour_keys(checkpoint))
             for key in slot.changed:
                 for row in slot.task.rows_of(key):
                     slot.pending[(row.view, row.key)] = row
@@ -359,9 +397,9 @@ class StreamProcessor:
                   for view, view_rows in group_by_view(rows).items()}
         marks = [(slot, slot.task.meta.next_offset, slot.produced_ms) for slot in self.slots.values() if slot.pending]
         for slot in self.slots.values():
-            if slot.pending or slot.replayed:
-                slot.offline.extend(slot.replayed.values())
-                slot.offline.extend(slot.pending.values())
+            if slot.pending or slot.replayed:  # the neighbours' offline table is the materialize_features DAG's
+                slot.offline.extend(row for row in slot.replayed.values() if row.view != NEIGHBOUR_VIEW)
+                slot.offline.extend(row for row in slot.pending.values() if row.view != NEIGHBOUR_VIEW)
             slot.pending, slot.replayed, slot.produced_ms = {}, {}, []
         self.wait_for_write()  # one write in flight: rows of a key reach the store in order
         if writes:
@@ -417,7 +455,7 @@ class StreamProcessor:
         assert self.producer is not None
         started = time.perf_counter()
         self.collect_checkpoint(wait=True)
-        self.flush()
+        self.flush(checkpoint=True)
         self.wait_for_write()
         self._retry("producer flush", lambda: self.producer.flush(timeout=30))
         parts = []

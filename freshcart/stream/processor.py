@@ -14,6 +14,10 @@ computation:
   applied, by source partition and offset, so a replay after a crash counts
   each event once.
 
+The co-occurrence neighbours (view ``product_neighbours``) take the same two hops: the user stage
+turns each event into its session's contribution changes, forwarded as deltas to the product stage,
+which sums them and writes the rows of the products they touch (:mod:`freshcart.stream.neighbours`).
+
 A task's state (features, seen event ids, watermark, next offset) is saved by
 :mod:`freshcart.stream.checkpoint` together with the offset it reflects.
 """
@@ -25,11 +29,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from freshcart.features import spec
 from freshcart.features.stream import FeatureRow, FeatureState
+from freshcart.recommendation.cooccurrence import CooccurrenceConfig
 from freshcart.schema import MAX_MESSAGE_BYTES, Event, Rejection, TimeBounds, event_from_json
+from freshcart.stream.neighbours import Delta, NeighbourItem, NeighbourState, SessionPairs
 
 NEVER = -(2**62)
 USER, PRODUCT = "user", "product"
+NEIGHBOUR_VIEW = spec.PRODUCT_NEIGHBOURS.name
+"""The view of the neighbour rows; a product stage's changed key ``(NEIGHBOUR_VIEW, product_id)`` names one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +68,12 @@ def decode_forwarded(value: bytes) -> list[Forwarded]:
     """The events of one re-partitioned message (written by :func:`encode_forwarded`)."""
     message = json.loads(value)
     partition = message["p"]
-    return [Forwarded(partition, *row) for row in message["e"]]
+    return [Forwarded(partition, *row) for row in message.get("e", ())]
+
+
+def encode_deltas(src_partition: int, rows: list[list[int]]) -> bytes:
+    """One message of neighbour deltas of one source partition: ``[src_offset, op, a, b, t_us]`` rows."""
+    return json.dumps({"p": src_partition, "n": rows}, separators=(",", ":")).encode()
 
 
 def decode_event(value: bytes | None, bounds: TimeBounds) -> Event | Rejection:
@@ -84,6 +98,7 @@ class Outcome:
     rows: list[FeatureRow] = field(default_factory=list)  # rows computed right away (user x category)
     user_id: int | None = None  # whose user and session rows changed (computed when written: ``rows_of``)
     forwarded: Forwarded | None = None
+    deltas: list[Delta] = field(default_factory=list)  # the neighbour contribution changes of its session
     rejection: Rejection | None = None  # the dead-letter reason, when rejected
     duplicate: bool = False
 
@@ -99,11 +114,14 @@ class TaskState:
     checkpoint: int = 0  # checkpoints written to the changelog so far (names the batches of seen ids)
     seen_batches: dict[str, int] = field(default_factory=dict)  # user stage: live seen-id batch -> its latest time
     changelog_offset: int = -1  # offset of this position's record in the changelog (-1: not written there)
+    applied_deltas: dict[int, int] = field(default_factory=dict)  # product stage: the same, for neighbour deltas
+    neighbours: dict[str, int | None] = field(default_factory=dict)  # product stage: reference_us, day, latest_us
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> TaskState:
         """A position saved as JSON (source partitions come back as ints; fields it lacks get their defaults)."""
-        return cls(**{**saved, "applied": {int(k): v for k, v in saved.get("applied", {}).items()}})
+        return cls(**{**saved, "applied": {int(k): v for k, v in saved.get("applied", {}).items()},
+                      "applied_deltas": {int(k): v for k, v in saved.get("applied_deltas", {}).items()}})
 
 
 class UserTask:
@@ -111,10 +129,12 @@ class UserTask:
 
     kind = USER
 
-    def __init__(self, partition: int, lateness_us: int) -> None:
+    def __init__(self, partition: int, lateness_us: int,
+                 cooccurrence: CooccurrenceConfig = CooccurrenceConfig()) -> None:
         self.partition = partition
         self.lateness_us = lateness_us
         self.features = FeatureState()
+        self.session_pairs = SessionPairs(cooccurrence)
         self.meta = TaskState()
         self.seen: dict[str, int] = {}  # event_id -> event time (us), for ids not older than the watermark
         self.new_seen: dict[str, int] = {}
@@ -148,7 +168,10 @@ class UserTask:
         self.dirty_pairs.add((event.user_id, event.category_id))
         forwarded = Forwarded(self.partition, offset, event.event_id, t_us, event.event_type, event.product_id,
                               event.price, produced_ms)
-        return Outcome(rows=pair_rows, user_id=event.user_id, forwarded=forwarded)
+        deltas = self.session_pairs.update(event.user_id, event.user_session,
+                                           self.features.users[event.user_id].sessions[event.user_session],
+                                           (t_us, event.event_id))
+        return Outcome(rows=pair_rows, user_id=event.user_id, forwarded=forwarded, deltas=deltas)
 
     def rows_of(self, user_id: int) -> list[FeatureRow]:
         """The user's current user_activity and user_session rows."""
@@ -160,6 +183,7 @@ class UserTask:
         old = [event_id for event_id, t_us in self.seen.items() if t_us < floor]
         for event_id in old:
             del self.seen[event_id]
+        self.session_pairs.prune(floor)
         return len(old)
 
     def changes(self) -> dict[str, Any]:
@@ -190,20 +214,26 @@ class ProductTask:
 
     kind = PRODUCT
 
-    def __init__(self, partition: int) -> None:
+    def __init__(self, partition: int, cooccurrence: CooccurrenceConfig = CooccurrenceConfig()) -> None:
         self.partition = partition
         self.features = FeatureState()
+        self.neighbours = NeighbourState(cooccurrence)
         self.meta = TaskState()
         self.dirty_products: set[int] = set()
 
     def apply(self, offset: int, value: bytes) -> tuple[list[Forwarded], int]:
         """Apply one re-partitioned message; (the events applied, events skipped as already applied).
 
-        The rows of the products they changed come from :meth:`rows_of`.
+        The rows of the products they changed come from :meth:`rows_of`; a message of neighbour
+        deltas applies none (its rows: :meth:`neighbour_keys`).
         """
         self.meta.next_offset = offset + 1
+        message = json.loads(value)
+        if "n" in message:
+            self._apply_deltas(message["p"], message["n"])
+            return [], 0
         applied, skipped = [], 0
-        for event in decode_forwarded(value):
+        for event in (Forwarded(message["p"], *row) for row in message["e"]):
             if event.src_offset < self.meta.applied.get(event.src_partition, 0):
                 skipped += 1
                 continue
@@ -213,20 +243,59 @@ class ProductTask:
             applied.append(event)
         return applied, skipped
 
-    def rows_of(self, product_id: int) -> list[FeatureRow]:
-        """The product's current product_activity row."""
-        return [self.features.product_row(product_id)]
+    def _apply_deltas(self, src_partition: int, rows: list[list[int]]) -> int:
+        """Neighbour deltas of one source partition; how many were skipped as already applied. Every delta of
+        one source offset is in one message, so a replayed message is skipped whole or applied whole."""
+        start = self.meta.applied_deltas.get(src_partition, 0)
+        skipped = 0
+        apply = self.neighbours.apply
+        for src_offset, op, a, b, t_us in rows:
+            if src_offset < start:
+                skipped += 1
+                continue
+            apply(op, a, b, t_us)
+        if rows:
+            self.meta.applied_deltas[src_partition] = max(start, rows[-1][0] + 1)
+        return skipped
+
+    def neighbour_keys(self, checkpoint: bool = False) -> set[tuple[str, int]]:
+        """The neighbour rows to write: the products whose pairs or normaliser changed, and at a checkpoint
+        (``checkpoint``) also those whose neighbours' normalisers changed."""
+        products = self.neighbours.take_dirty()
+        if checkpoint:
+            products |= self.neighbours.take_stale()
+        return {(NEIGHBOUR_VIEW, product) for product in products}
+
+    def rows_of(self, key: int | tuple[str, int]) -> list[FeatureRow]:
+        """The product's current product_activity row (for a key ``(NEIGHBOUR_VIEW, product)``: its
+        product_neighbours row)."""
+        if isinstance(key, tuple):
+            return [FeatureRow(NEIGHBOUR_VIEW, (key[1],), self.neighbours.latest_us, self.neighbours.row(key[1]))]
+        return [self.features.product_row(key)]
+
+    def _sync_meta(self) -> None:
+        state = self.neighbours
+        self.meta.neighbours = {"reference_us": state.reference_us, "day": state.day, "latest_us": state.latest_us}
 
     def changes(self) -> dict[str, Any]:
         products = self.features.products
-        delta = {"products": {k: products[k] for k in self.dirty_products if k in products}}
+        delta = {"products": {k: products[k] for k in self.dirty_products if k in products},
+                 "neighbours": self.neighbours.take_changes()}
         self.dirty_products = set()
+        self._sync_meta()
         return delta
 
     def snapshot(self) -> dict[str, Any]:
-        return {"products": self.features.products}
+        self.neighbours.take_changes()
+        self._sync_meta()
+        return {"products": self.features.products, "neighbours": self.neighbours.items}
 
     def restore(self, parts: list[dict[str, Any]], meta: TaskState) -> None:
+        items: dict[int, NeighbourItem] = {}
         for part in parts:
             self.features.products.update(part.get("products", {}))
+            items.update(part.get("neighbours", {}))
         self.meta = meta
+        saved = meta.neighbours
+        self.neighbours.restore(items, saved.get("reference_us"), saved.get("day"))
+        self.neighbours.latest_us = saved.get("latest_us") or 0

@@ -33,8 +33,8 @@ from freshcart.settings import Settings
 
 
 def rows_to_table(view: str, rows: list[FeatureRow]) -> pa.Table:
-    """Feature rows of one view as an Arrow table in the view's offline schema."""
-    view_spec = spec.VIEWS[view]
+    """Feature rows of one view (a model view or a candidate view) as an Arrow table in its offline schema."""
+    view_spec = spec.VIEWS.get(view) or spec.CANDIDATE_VIEWS[view]
     columns: dict[str, list[Any]] = {key: [row.key[i] for row in rows] for i, key in enumerate(view_spec.keys)}
     columns[spec.TIMESTAMP] = [row.timestamp_us for row in rows]
     for name in view_spec.feature_names:
@@ -103,6 +103,8 @@ class PushWriter(_Writer):
 
     def prepare(self, view: str, table: pa.Table) -> Callable[[], None]:
         frame = table.to_pandas()
+        if view in spec.CANDIDATE_VIEWS:  # no push source: batch-fed views are written to the online store directly
+            return lambda: self.store.write_to_online_store(view, frame)
         return lambda: self.store.push(f"{view}_push", frame, to=self.mode)
 
 

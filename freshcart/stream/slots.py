@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kafka import TopicPartition
 
@@ -32,8 +33,8 @@ class Slot:
     full_snapshot: bool = False  # the changelog lacks the state: the next checkpoint writes all of it
     pending: dict[tuple[str, tuple], FeatureRow] = field(default_factory=dict)  # online, latest per key
     replayed: dict[tuple[str, tuple], FeatureRow] = field(default_factory=dict)  # offline only (already online)
-    changed: set[int] = field(default_factory=set)  # users / products whose rows are computed when written
-    changed_replayed: set[int] = field(default_factory=set)
+    changed: set[Any] = field(default_factory=set)  # users / products (neighbours: (view, product)) whose rows
+    changed_replayed: set[Any] = field(default_factory=set)  # are computed when written
     produced_ms: list[int] = field(default_factory=list)  # of the events in ``pending``
     offline: list[FeatureRow] = field(default_factory=list)
     offline_from: int = 0  # the offset the offline rows start at

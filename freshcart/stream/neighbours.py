@@ -1,0 +1,322 @@
+"""Co-occurrence neighbours kept fresh by the stream: the incremental form of
+:func:`freshcart.recommendation.cooccurrence.build_cooccurrence`, split as the stream is partitioned.
+
+- User stage (a session's events all reach the partition of its user): :class:`SessionPairs` turns
+  each accepted event into changes of its session's *contributions* (:func:`session_contributions`:
+  the batch's rules applied to one session). An event at the end of its session only adds
+  contributions; one that arrives out of order, within the allowed lateness, recomputes the session
+  without and with it and sends the difference (removals included).
+- Product stage: :class:`NeighbourState` sums the contributions, weighted ``2 ** ((t - ref) / half_life)``
+  against one fixed instant ``ref`` (the weights' ratios never change with time, so the cosine scores
+  are the batch's at any ``as_of``), per day of the contribution, so that days older than the window
+  drop out. A pair contribution goes to the partition of the row's product; the normalisers (each
+  product's weighted sessions, and buying sessions) go to every partition, since a row's scores divide
+  by its neighbours' normalisers too.
+
+A product's row equals ``build_cooccurrence`` over the same events with ``as_of`` the midnight after
+the latest day the partition has seen (up to float rounding). Limits, both documented in the module's
+tests: a session is one user's (the batch groups by the session string alone), and a session that
+straddles the window's first midnight is counted whole until that day drops out (the batch counts the
+part in the window).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from freshcart.recommendation.cooccurrence import DAY_US, CooccurrenceConfig
+
+SEEN, VIEWED, BOUGHT, BOUGHT_PAIR = 1, 2, 3, 4
+"""Contribution codes: a product's first view in a session (normaliser of co_viewed, and of the viewed
+side of co_bought); two products first viewed within ``window`` of each other; a product's first cart
+or purchase in a session (normaliser of the bought side); b carted or bought after a was viewed."""
+NORMS = (SEEN, BOUGHT)
+BUY_TYPES = ("cart", "purchase")
+Stamp = tuple[int, str]
+NO_STAMP: Stamp = (-(2**62), "")
+SessionEvent = tuple[int, str, int, str]  # (t_us, event_id, product_id, event_type), as FeatureState keeps them
+Delta = tuple[int, int, int, int]  # (+code or -code, product a, product b (0 for a normaliser), t_us)
+
+
+def session_contributions(events: Iterable[SessionEvent], window: int) -> dict[tuple[int, int, int], int]:
+    """Every contribution of one session's events (in (time, event id) order): ``(code, a, b) -> t_us``.
+
+    The rules of ``build_cooccurrence``: each product's first view pairs with the session's previous
+    ``window`` first-viewed products (at the later view's time); each cart or purchase of b pairs the up to
+    ``window`` products first viewed before it (a != b) with b, once per (a, b), at the first such buy.
+    """
+    out: dict[tuple[int, int, int], int] = {}
+    summary = _Session()
+    for event in events:
+        summary.add(event, window, out)
+    return out
+
+
+@dataclass
+class _Session:
+    """What the next event at the end of a session needs: its first-viewed products, in order, and buys."""
+
+    latest: Stamp = NO_STAMP
+    firsts: list[int] = field(default_factory=list)
+    first_set: set[int] = field(default_factory=set)
+    bought: set[int] = field(default_factory=set)
+    bought_pairs: set[tuple[int, int]] = field(default_factory=set)
+
+    def add(self, event: SessionEvent, window: int, out: dict[tuple[int, int, int], int]) -> None:
+        """Take one event later than every event so far; its new contributions go to ``out``."""
+        t_us, event_id, product, event_type = event
+        self.latest = (t_us, event_id)
+        if event_type == "view":
+            if product in self.first_set:
+                return
+            out[(SEEN, product, 0)] = t_us
+            for other in self.firsts[-window:]:
+                out[(VIEWED, product, other)] = t_us
+            self.firsts.append(product)
+            self.first_set.add(product)
+        elif event_type in BUY_TYPES:
+            if product not in self.bought:
+                self.bought.add(product)
+                out[(BOUGHT, product, 0)] = t_us
+            for other in self.firsts[-window:]:
+                if other != product and (other, product) not in self.bought_pairs:
+                    self.bought_pairs.add((other, product))
+                    out[(BOUGHT_PAIR, other, product)] = t_us
+
+
+def _deltas(sign: int, contributions: dict[tuple[int, int, int], int]) -> list[Delta]:
+    """Contributions as product-stage deltas: a co-view counts for both products' rows."""
+    rows: list[Delta] = []
+    for (code, a, b), t_us in contributions.items():
+        rows.append((sign * code, a, b, t_us))
+        if code == VIEWED:
+            rows.append((sign * code, b, a, t_us))
+    return rows
+
+
+class SessionPairs:
+    """User stage: the contribution changes of each accepted event, from its session's events.
+
+    The sessions' events are the feature state's (``FeatureState.users[u].sessions``, checkpointed with
+    it); this keeps only a summary per session, rebuilt from them whenever it is missing (after a
+    restore, or once pruned), so replays give the same deltas.
+    """
+
+    def __init__(self, config: CooccurrenceConfig) -> None:
+        self.window = config.window
+        self.sessions: dict[tuple[int, str], _Session] = {}
+
+    def update(self, user_id: int, session: str, events: list[SessionEvent], stamp: Stamp) -> list[Delta]:
+        """The deltas of the event ``stamp``, already inserted in its session's sorted ``events``."""
+        key = (user_id, session)
+        summary = self.sessions.get(key)
+        last = events[-1]
+        if (last[0], last[1]) == stamp:  # at the end of its session: only new contributions
+            previous = (events[-2][0], events[-2][1]) if len(events) > 1 else NO_STAMP
+            if summary is None or summary.latest != previous:
+                summary = self._rebuild(key, events[:-1])
+            out: dict[tuple[int, int, int], int] = {}
+            summary.add(last, self.window, out)
+            return _deltas(1, out)
+        old = session_contributions((e for e in events if (e[0], e[1]) != stamp), self.window)
+        new = session_contributions(events, self.window)
+        self._rebuild(key, events)
+        removed = {k: t for k, t in old.items() if new.get(k) != t}
+        added = {k: t for k, t in new.items() if old.get(k) != t}
+        return _deltas(-1, removed) + _deltas(1, added)
+
+    def _rebuild(self, key: tuple[int, str], events: list[SessionEvent]) -> _Session:
+        summary = self.sessions[key] = _Session()
+        scratch: dict[tuple[int, int, int], int] = {}
+        for event in events:
+            summary.add(event, self.window, scratch)
+        return summary
+
+    def prune(self, floor_us: int) -> None:
+        """Forget summaries of sessions with nothing since ``floor_us`` (they are rebuilt if needed)."""
+        for key in [k for k, s in self.sessions.items() if s.latest[0] < floor_us]:
+            del self.sessions[key]
+
+
+Buckets = dict[int, list[float]]  # day -> [sum of weights, contributions]
+
+
+@dataclass
+class NeighbourItem:
+    """One product's share of the product stage's neighbour state (its changelog record)."""
+
+    seen: Buckets = field(default_factory=dict)
+    bought: Buckets = field(default_factory=dict)
+    viewed_with: dict[int, Buckets] = field(default_factory=dict)  # row pairs, kept where the row is
+    bought_after: dict[int, Buckets] = field(default_factory=dict)
+
+    def empty(self) -> bool:
+        return not (self.seen or self.bought or self.viewed_with or self.bought_after)
+
+
+def _total(buckets: Buckets | None) -> float:
+    return sum(cell[0] for cell in buckets.values()) if buckets else 0.0
+
+
+def _add(buckets: Buckets, day: int, weight: float, sign: int) -> None:
+    cell = buckets.get(day)
+    if cell is None:
+        cell = buckets[day] = [0.0, 0]
+    cell[0] += sign * weight
+    cell[1] += sign
+    if cell[1] == 0:  # every contribution of the day taken back: exactly nothing, not a rounding residue
+        del buckets[day]
+
+
+class NeighbourState:
+    """Product stage: the neighbours of the products of one partition (see the module)."""
+
+    def __init__(self, config: CooccurrenceConfig = CooccurrenceConfig()) -> None:
+        self.config = config
+        self.items: dict[int, NeighbourItem] = {}
+        self.reference_us: int | None = None  # the weights' fixed instant: the first contribution's midnight
+        self.day: int | None = None  # the latest day of a contribution applied
+        self.latest_us = 0
+        self.reverse: dict[int, dict[int, set[int]]] = {VIEWED: {}, BOUGHT_PAIR: {}}  # b -> rows listing b
+        self.dirty: set[int] = set()  # rows whose pairs or own normaliser changed (the session's products)
+        self.norm_changed: dict[int, set[int]] = {SEEN: set(), BOUGHT: set()}
+        self.changed: set[int] = set()  # items changed since the last changelog records
+        self.emptied: set[int] = set()  # rows that lost their last pair (their empty row is written once)
+        self._unit = config.half_life_hours * 3600e6
+
+    def _item(self, product: int) -> NeighbourItem:
+        item = self.items.get(product)
+        if item is None:
+            item = self.items[product] = NeighbourItem()
+        return item
+
+    def apply(self, op: int, a: int, b: int, t_us: int) -> None:
+        """One delta from the user stage (:class:`SessionPairs`)."""
+        code, sign = abs(op), (1 if op > 0 else -1)
+        day = t_us // DAY_US
+        if self.reference_us is None:
+            self.reference_us = day * DAY_US
+        if self.day is None or day > self.day:
+            self._advance(day)
+        assert self.day is not None
+        if day <= self.day - self.config.days:
+            return  # older than the window (``as_of`` the midnight after ``self.day``)
+        self.latest_us = max(self.latest_us, t_us)
+        weight = math.exp2(min(1000.0, max(-1000.0, (t_us - self.reference_us) / self._unit)))
+        item = self._item(a)
+        self.changed.add(a)
+        if code in NORMS:
+            _add(item.seen if code == SEEN else item.bought, day, weight, sign)
+            self.norm_changed[code].add(a)
+            if code == SEEN and (item.viewed_with or item.bought_after):
+                self.dirty.add(a)
+            return
+        pairs = item.viewed_with if code == VIEWED else item.bought_after
+        buckets = pairs.get(b)
+        if buckets is None:
+            buckets = pairs[b] = {}
+            self.reverse[code].setdefault(b, set()).add(a)
+        _add(buckets, day, weight, sign)
+        if not buckets:
+            self._drop_pair(code, a, b)
+        self.dirty.add(a)
+
+    def _drop_pair(self, code: int, a: int, b: int) -> None:
+        item = self.items[a]
+        del (item.viewed_with if code == VIEWED else item.bought_after)[b]
+        rows = self.reverse[code].get(b)
+        if rows is not None:
+            rows.discard(a)
+            if not rows:
+                del self.reverse[code][b]
+        if not (item.viewed_with or item.bought_after):
+            self.emptied.add(a)
+
+    def _advance(self, day: int) -> None:
+        """The partition reached ``day``: contributions of the days before the window drop out."""
+        previous, self.day = self.day, day
+        if previous is None:
+            return
+        floor = day - self.config.days + 1
+        for product, item in list(self.items.items()):
+            touched = False
+            for code, buckets in ((SEEN, item.seen), (BOUGHT, item.bought)):
+                old = [d for d in buckets if d < floor]
+                for d in old:
+                    del buckets[d]
+                if old:
+                    self.norm_changed[code].add(product)
+                    touched = True
+            for code, pairs in ((VIEWED, item.viewed_with), (BOUGHT_PAIR, item.bought_after)):
+                for b, buckets in list(pairs.items()):
+                    old = [d for d in buckets if d < floor]
+                    for d in old:
+                        del buckets[d]
+                    if old:
+                        touched = True
+                        self.dirty.add(product)
+                        if not buckets:
+                            self._drop_pair(code, product, b)
+            if touched:
+                self.changed.add(product)
+                if item.viewed_with or item.bought_after:
+                    self.dirty.add(product)
+
+    def take_dirty(self) -> set[int]:
+        """The rows to write now: those whose own pairs or normaliser changed; clears the set."""
+        rows, self.dirty = self.dirty | self.emptied, set()
+        self.emptied = set()
+        return rows
+
+    def take_stale(self) -> set[int]:
+        """The rows whose neighbours' normalisers changed since the last call (written at checkpoints:
+        a popular product's new session changes many rows a little); clears the sets."""
+        rows: set[int] = set()
+        for code, pair_code in ((SEEN, VIEWED), (BOUGHT, BOUGHT_PAIR)):
+            reverse = self.reverse[pair_code]
+            for b in self.norm_changed[code]:
+                rows.update(reverse.get(b, ()))
+            self.norm_changed[code] = set()
+        return rows
+
+    def row(self, product: int) -> dict[str, object]:
+        """The product's ``product_neighbours`` values: each kind's ``top_n`` best, ties to the lower id."""
+        values: dict[str, object] = {}
+        item = self.items.get(product) or NeighbourItem()
+        own = _total(item.seen)
+        for kind, pairs, norm in (("co_viewed", item.viewed_with, "seen"), ("co_bought", item.bought_after, "bought")):
+            scored = []
+            for b, buckets in pairs.items():
+                other = self.items.get(b)
+                scale = own * (_total(getattr(other, norm)) if other is not None else 0.0)
+                scored.append((-_total(buckets) / math.sqrt(max(scale, 1e-300)), b))
+            best = heapq.nsmallest(self.config.top_n, scored)
+            values[f"{kind}_ids"] = [b for _, b in best]
+            values[f"{kind}_weights"] = [-s for s, _ in best]
+        return values
+
+    def take_changes(self) -> dict[int, NeighbourItem]:
+        """The items changed since the last call (an empty item stands for a deleted one)."""
+        changes = {p: self.items.get(p) or NeighbourItem() for p in self.changed}
+        for p in [p for p in self.changed if p in self.items and self.items[p].empty()]:
+            del self.items[p]
+        self.changed = set()
+        return changes
+
+    def restore(self, items: dict[int, NeighbourItem], reference_us: int | None, day: int | None) -> None:
+        """Take back the items of a checkpoint (later parts replace earlier ones) and rebuild the index."""
+        for product, item in items.items():
+            if item.empty():
+                self.items.pop(product, None)
+            else:
+                self.items[product] = item
+        self.reference_us, self.day = reference_us, day
+        self.reverse = {VIEWED: {}, BOUGHT_PAIR: {}}
+        for product, item in self.items.items():
+            for b in item.viewed_with:
+                self.reverse[VIEWED].setdefault(b, set()).add(product)
+            for b in item.bought_after:
+                self.reverse[BOUGHT_PAIR].setdefault(b, set()).add(product)
