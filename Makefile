@@ -65,7 +65,7 @@ test: setup ## Unit and integration tests against real servers (starts and stops
 test-unit: setup ## Unit tests only (no servers)
 	$(PY) -m pytest tests/unit -q
 
-bench: setup ## Benchmarks: simulator, materialisation, training set, stream and its restore, training, serving, monitoring, replay
+bench: setup ## Benchmarks: simulator, materialisation, training set, stream and its restore, training, serving, monitoring, replay (simulated and REES46)
 	$(PY) bench/bench_simulator.py
 	@if [ -f bench/bench_materialize.py ]; then $(PY) bench/bench_materialize.py; fi
 	$(PY) bench/bench_training_set.py
@@ -76,6 +76,7 @@ bench: setup ## Benchmarks: simulator, materialisation, training set, stream and
 	$(PY) bench/bench_serving.py
 	$(PY) bench/bench_monitoring.py
 	$(PY) bench/bench_recommendation.py
+	$(PY) bench/bench_rees46.py
 
 clean: services-down ## Remove generated data (keeps the environment)
 	rm -rf data
