@@ -40,7 +40,7 @@ DERIVED_COLUMNS = ("seq_product_count", "seq_product_recency", "seq_category_cou
                    "product_cart_rate_7d", "user_views_per_product_7d", "user_carts_per_product_7d",
                    "user_interest_per_product_7d", "price_gap_user_category", "abs_price_gap_user_category",
                    "user_carts_per_product_30d", "user_interest_per_product_30d", "product_cart_rate_30d",
-                   "product_purchase_rate_30d", "user_category_cart_rate_30d")
+                   "product_purchase_rate_30d", "user_category_cart_rate_30d", "session_views_per_product")
 """Features derived at scoring time from the stored ones: how often and how recently the candidate
 product (and its category) appear among the user's last products (recency: the number of newer items
 after the latest occurrence, ``spec.RECENT_ITEMS`` when absent), carts or purchases per view of the
@@ -49,7 +49,8 @@ user over 7 days (per product episode: a cleaner measure of the user's readiness
 since re-views inflate views), how far the candidate's log price lies from the price level the
 user browses in its category, and the same rates over 30 days: carts and carts-or-wishlists per
 distinct product of the user, carts and purchases per view of the product, carts per view of the user
-in the candidate's category (ratios and differences that trees cannot form themselves)."""
+in the candidate's category, and the events per distinct product of the current session so far (re-views
+rise with the visit's intent; ratios and differences that trees cannot form themselves)."""
 PER_PRODUCT_PRIOR = 5.0
 """Pseudo-products added to the user's distinct products in the per-product rates (shrinks them
 towards 0 while the user has little history)."""
@@ -294,7 +295,8 @@ def _per_product_rates(number: Callable[[str], np.ndarray]) -> dict[str, np.ndar
 
 
 def _monthly_rates(number: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]:
-    """The 30-day rates: per distinct product of the user, per view of the product and of the user's category."""
+    """The 30-day rates (per distinct product of the user, per view of the product and of the user's category)
+    and the current session's events per product."""
     products = number("user_activity__distinct_products_30d") + PER_PRODUCT_PRIOR
     carts = number("user_activity__carts_30d")
     product_views = number("product_activity__views_30d") + 1.0
@@ -305,6 +307,8 @@ def _monthly_rates(number: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]
         "product_purchase_rate_30d": number("product_activity__purchases_30d") / product_views,
         "user_category_cart_rate_30d": number("user_category__category_carts_30d")
                                        / (number("user_category__category_views_30d") + 1.0),
+        "session_views_per_product": number("user_session__session_events")
+                                     / np.maximum(number("user_session__session_products"), 1.0),
     }
     return {name: values.astype(np.float32) for name, values in rates.items()}
 

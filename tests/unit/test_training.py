@@ -204,6 +204,7 @@ def test_derived_rates_per_product_and_price_gap() -> None:
         "product_activity__views_30d": [39, 0], "product_activity__carts_30d": [4, 0],
         "product_activity__purchases_30d": [2, 0],
         "user_category__category_views_30d": [9, None], "user_category__category_carts_30d": [3, None],
+        "user_session__session_events": [6, None], "user_session__session_products": [4, None],
     })
     derived = derived_features(table)
     assert derived["user_views_per_product_7d"][0] == pytest.approx(4.0)  # 12 views of 3 products
@@ -219,6 +220,7 @@ def test_derived_rates_per_product_and_price_gap() -> None:
     assert derived["product_cart_rate_30d"][0] == pytest.approx(0.1)
     assert derived["product_purchase_rate_30d"][0] == pytest.approx(0.05)
     assert derived["user_category_cart_rate_30d"][0] == pytest.approx(0.3)
+    assert derived["session_views_per_product"][0] == pytest.approx(1.5)  # 6 events of 4 products
     assert derived["product_cart_rate_30d"][1] == 0.0 and np.isnan(derived["user_category_cart_rate_30d"][1])
 
 
