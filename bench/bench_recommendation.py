@@ -14,7 +14,15 @@ trending, popular) in the same replay: their quotas are searched on the day befo
 queries whose product it added to the blend and the blend's recall without it are printed, with
 the blend's candidate recall@100/@500 against the oracle's.
 
-    .venv/bin/python bench/bench_recommendation.py               # a few minutes on 2 cores
+Then the rankers of the blend's 100 candidates, as rows of the same table (same holdout day, same
+queries): the blend's own order, the propensity model as ranker (XGBoost trained here on the views
+of the days before the ranker's training days, its labels ending before them) and the
+learning-to-rank model (XGBoost ``rank:ndcg`` over the candidate lists of the ``--ranker-days``
+days before the validation day, early-stopped on the validation day, the day before the holdout).
+Candidate features are the feature rows strictly before each query (the training sets' as-of join).
+NDCG@10 and HR@10 of each against the best baseline are printed per query kind.
+
+    .venv/bin/python bench/bench_recommendation.py               # about 15 minutes on 2 cores
     .venv/bin/python bench/bench_recommendation.py --runs 1 --simulation data/simulation
 """
 
@@ -67,21 +75,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="queries of the training day the quota search replays (evenly spread)")
     parser.add_argument("--simulation", type=Path, default=None,
                         help="a simulation folder written by `freshcart simulate` (default: simulate seed 42)")
+    parser.add_argument("--ranker-days", type=int, default=2,
+                        help="days of candidate lists the learning-to-rank model trains on (before validation)")
+    parser.add_argument("--no-rankers", action="store_true", help="leave out the rankers' rows")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as scratch:
+        data_dir = Path(scratch) / "data"
         folder = args.simulation
         if folder is None:
             started = time.perf_counter()
-            folder = Path(scratch) / "simulation"
+            folder = data_dir / "offline" / "events"
             summary = write_simulation(SimulationConfig(seed=42), folder)
             print(f"simulated {summary.total:,} events in {time.perf_counter() - started:.1f} s")
+        else:
+            (data_dir / "offline").mkdir(parents=True)
+            (data_dir / "offline" / "events").symlink_to(folder.resolve())
         started = time.perf_counter()
-        log = build_log(read_events(folder))
+        events = read_events(folder)
+        log = build_log(events)
         truth, covered = truth_per_event(log, read_truth(folder))
         print(f"log: {log.size:,} events, {log.products:,} products, {log.user_ids.shape[0]:,} users, "
               f"truth of {covered:.1%} of the views; read and indexed in {time.perf_counter() - started:.1f} s")
+        return run(args, log, truth, events, data_dir)
 
+
+def run(args: argparse.Namespace, log, truth, events: pa.Table, data_dir: Path) -> int:
     end = int(log.time[-1]) // DAY_US * DAY_US  # midnight before the last (partial) day
     start = end - DAY_US  # the last full day
     print(f"replay: the purchases and add-to-carts of one day, fitted on the {log.position(start):,} events before")
@@ -99,11 +118,42 @@ def main(argv: list[str] | None = None) -> int:
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
     print_table(table, timings)
     print(f"(fit s, replay s: median of {args.runs} runs, one walk over both query kinds; ms/query: per query)")
-    candidate_rows(log, start, end, table, args.quota_queries)
+    search, test, at_100 = candidate_rows(log, start, end, table, args.quota_queries)
+    if not args.no_rankers:
+        from freshcart.recommendation.ranker_experiment import compare_rankers
+        from freshcart.settings import load_settings
+
+        print("\nrankers: feature tables, the propensity model, candidate lists of the ranker's days")
+        settings = load_settings(data_dir=data_dir)
+        compared = compare_rankers(settings, log, events, start, end, search.quotas, args.ranker_days,
+                                   holdout_lists=at_100, progress=print)
+        rows = compared.rows
+        ranked = pa.Table.from_pylist(rows)
+        timings.update({row["recommender"]: (row["fit_seconds"], row["replay_seconds"]) for row in rows})
+        print("\nthe rankers of the blend's 100 candidates, on the same holdout day and queries as the table above:")
+        print_table(pa.concat_tables([table, ranked.select(table.column_names).cast(table.schema)]), timings)
+        print("(rankers: fit s = training (propensity: the model; rank:ndcg: the ranker), replay s = candidate "
+              "features and scoring of the day)")
+        ratios(table, ranked)
     return 0
 
 
-def candidate_rows(log, start: int, end: int, table: pa.Table, quota_queries: int) -> None:
+def ratios(baselines: pa.Table, rankers: pa.Table) -> None:
+    """NDCG@10 and HR@10 of each ranker against the best baseline, per query kind."""
+    names = ("popularity", "trending", "item-knn", "sknn")
+    rows = [r for r in baselines.to_pylist() if r["recommender"] in names]
+    for kind in ("purchase", "cart"):
+        mine = [r for r in rows if r["event_type"] == kind]
+        best = max(mine, key=lambda r: r["ndcg@10"])
+        best_hr = max(r["hr@10"] for r in mine)
+        for row in (r for r in rankers.to_pylist() if r["event_type"] == kind):
+            print(f"{kind:<9} {row['recommender']:<12} NDCG@10 {row['ndcg@10']:.4f} = "
+                  f"{row['ndcg@10'] / best['ndcg@10']:.3f} x the best baseline's ({best['recommender']} "
+                  f"{best['ndcg@10']:.4f}); HR@10 {row['hr@10']:.4f} vs the best baseline's {best_hr:.4f} "
+                  f"({'above' if row['hr@10'] > best_hr else 'not above'})")
+
+
+def candidate_rows(log, start: int, end: int, table: pa.Table, quota_queries: int):
     """The candidate blend: quotas searched on the day before ``start``, recalls on ``[start, end)``."""
     import numpy as np
 
@@ -143,6 +193,8 @@ def candidate_rows(log, start: int, end: int, table: pa.Table, quota_queries: in
     print(f"without leaving out the shopper's purchases of the last 7 days (as /recommend does): recall@100 "
           f"{kept[kinds == PURCHASE].mean():.4f} (purchase), {kept[kinds == CART].mean():.4f} (cart), "
           f"{kept.mean():.4f} (both)")
+    return search, test, at_100
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

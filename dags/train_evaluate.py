@@ -18,10 +18,13 @@ Tasks: `build_training_set` (point-in-time training set of the interval) ->
 same holdout by the margin; the decision is recorded on the model version) ->
 `evaluate_recommendations` (the last day's purchases and carts replayed point in time against
 popularity, trending, item-kNN, session-kNN and the oracle; the table is logged to MLflow with
-the champion's version).
+the champion's version), and after `promote` also `train_ranker` (the learning-to-rank model over
+the replayed candidate lists of the days before the last day, registered in `freshcart-ranker`; it
+becomes `champion`, and ranks in `/recommend`, only if its NDCG@10 on the last day beats the ranker
+champion and the propensity champion as ranker by the margin).
 
 Logic: `freshcart.pipeline.build_training_set`, `train_model`, `evaluate_models`, `promote_challenger`,
-`evaluate_recommendations`.
+`evaluate_recommendations`, `train_ranker`.
 """
 
 from __future__ import annotations
@@ -117,5 +120,14 @@ with DAG(
 
         return pipeline.evaluate_recommendations(built["end"], promoted.get("champion_after"))
 
+    @task
+    def train_ranker(built: dict[str, Any], promoted: dict[str, Any]) -> dict[str, Any]:
+        """Learning-to-rank over the replayed candidates; champion only if better than both rankers."""
+        from freshcart import pipeline
+
+        return pipeline.train_ranker(built["end"])
+
     built = build_training_set()
-    evaluate_recommendations(built, promote(evaluate(train_xgboost(built), train_din(built))))
+    promoted = promote(evaluate(train_xgboost(built), train_din(built)))
+    evaluate_recommendations(built, promoted)
+    train_ranker(built, promoted)

@@ -294,3 +294,14 @@ def evaluate_recommendations(end: str, champion_version: str | None = None) -> d
     return {"run_id": run_id, "day": (last - timedelta(days=1)).isoformat(),
             "ndcg_at_10": {f"{r['recommender']}.{r['event_type']}": r["ndcg@10"] for r in table.to_pylist()},
             "recall_at_100": {f"{r['recommender']}.{r['event_type']}": r["recall@100"] for r in table.to_pylist()}}
+
+
+def train_ranker(end: str, ranker_days: int = 2) -> dict[str, Any]:
+    """Train the learning-to-rank model on the replayed candidate lists of the days before ``end``'s last
+    day, register it in ``freshcart-ranker`` and promote it only if its NDCG@10 on that last day beats
+    the ranker champion and the propensity champion as ranker (see ``recommendation.ranker_job``)."""
+    from freshcart.recommendation.ranker_job import train_and_gate
+    from freshcart.settings import load_settings
+
+    last = parse_instant(end, "end")
+    return {**train_and_gate(load_settings(), last, ranker_days), "end": last.isoformat()}

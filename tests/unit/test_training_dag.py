@@ -1,5 +1,5 @@
 """The train_evaluate DAG parses without services, runs on the materialised-features asset, and is wired
-build -> train both -> evaluate -> promote -> evaluate_recommendations; materialize_features emits that asset."""
+build -> train both -> evaluate -> promote -> evaluate_recommendations and train_ranker; materialize_features emits that asset."""
 
 from __future__ import annotations
 
@@ -52,11 +52,12 @@ def test_train_evaluate_wiring_and_params(dagbag: Any) -> None:
     dag = dagbag.dags["train_evaluate"]
     tasks = dag.task_dict
     assert set(tasks) == {"build_training_set", "train_xgboost", "train_din", "evaluate", "promote",
-                          "evaluate_recommendations"}
-    assert tasks["build_training_set"].downstream_task_ids == {"train_xgboost", "train_din", "evaluate_recommendations"}
+                          "evaluate_recommendations", "train_ranker"}
+    assert tasks["build_training_set"].downstream_task_ids == {"train_xgboost", "train_din", "evaluate_recommendations",
+                                                               "train_ranker"}
     assert tasks["train_xgboost"].downstream_task_ids == tasks["train_din"].downstream_task_ids == {"evaluate"}
     assert tasks["evaluate"].downstream_task_ids == {"promote"}
-    assert tasks["promote"].downstream_task_ids == {"evaluate_recommendations"}
+    assert tasks["promote"].downstream_task_ids == {"evaluate_recommendations", "train_ranker"}
     assert tasks["evaluate"].trigger_rule == "none_failed_min_one_success"  # one model type may be skipped
     params = copy.deepcopy(dag.params)
     assert params.validate() == {"start": None, "end": None, "models": ["xgboost", "din"]}
