@@ -4,7 +4,7 @@ small simulated shop against popularity, and the ranker gate of a real MLflow re
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +184,30 @@ def test_a_ranker_that_scores_at_random_is_not_promoted(shop: Shop) -> None:
     champion = version_by_alias(client, RANKER_MODEL, "champion")
     assert (None if champion is None else str(champion.version)) == before
     assert decision.challenger_ndcg == pytest.approx(noise_ndcg)
+
+
+def test_train_ranker_task_registers_and_gates_against_the_propensity_champion(shop: Shop) -> None:
+    """The DAG task's logic on the offline store: the propensity champion from the registry, the ranker
+    registered as a new version, a decision with both figures recorded on it."""
+    from freshcart.recommendation.ranker_job import train_and_gate
+    from freshcart.training.promote import promote
+    from freshcart.training.registry import RegistryError, connect
+    from freshcart.training.train import train_model
+
+    settings = shop.settings
+    end = datetime.fromtimestamp(shop.start / 1e6, tz=timezone.utc)  # validation: the day before the holdout
+    with pytest.raises(RegistryError, match="no champion"):
+        train_and_gate(settings, end, ranker_days=1, max_queries=QUERIES_PER_DAY)
+    first = datetime.fromtimestamp(int(shop.log.time[0]) // DAY_US * DAY_US / 1e6, tz=timezone.utc)
+    train_model(settings, "xgboost", first.date(), (end - timedelta(days=2)).date())
+    assert promote(settings).action == "promoted"
+    summary = train_and_gate(settings, end, ranker_days=1, max_queries=QUERIES_PER_DAY,
+                             params=RankerParams(max_rounds=30, threads=1))
+    assert summary["validation_queries"] == QUERIES_PER_DAY and summary["propensity_version"] == "1"
+    assert summary["action"] in ("promoted", "kept")
+    assert summary["challenger_ndcg"] > 0 and summary["propensity_ndcg"] > 0
+    best = max(summary["propensity_ndcg"], summary["champion_ndcg"] or 0.0)
+    assert (summary["action"] == "promoted") == (summary["challenger_ndcg"] >= best + settings.promotion_margin)
+    tags = connect(settings).get_model_version(RANKER_MODEL, summary["version"]).tags
+    assert tags["ranker_promotion.action"] == summary["action"]
+    assert float(tags["ranker_promotion.propensity_ndcg"]) == pytest.approx(summary["propensity_ndcg"])
