@@ -1,7 +1,9 @@
-"""`freshcart evaluate-recommendations`: the point-in-time replay of recommendations against the baselines."""
+"""`freshcart evaluate-recommendations`: the point-in-time replay of recommendations against the baselines;
+`freshcart train-ranker`: the learning-to-rank ranker of the candidates, trained by replay and gated."""
 
 from __future__ import annotations
 
+from datetime import datetime, time, timezone
 from typing import Optional
 
 import typer
@@ -9,7 +11,7 @@ from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from freshcart.cli.common import console, err, fail, interval, settings_or_exit
+from freshcart.cli.common import console, day, err, fail, interval, settings_or_exit
 
 METRICS = {"hr@10": "HR@10", "ndcg@10": "NDCG@10", "mrr": "MRR", "recall@100": "R@100", "recall@500": "R@500",
            "coverage@10": "cover", "popularity_bias@10": "bias"}
@@ -58,3 +60,33 @@ def evaluate_recommendations(
     console.print(shown)
     if log_to_mlflow:
         console.print(f"logged to MLflow run {log_run(settings, table)}", highlight=False)
+
+
+def train_ranker(
+    validation_day: str = typer.Option(..., help="The day (UTC, YYYY-MM-DD) the ranker is early-stopped and "
+                                                 "gated on; it trains on the days before it."),
+    ranker_days: int = typer.Option(2, min=1, max=28, help="Days of candidate lists before it to train on."),
+    max_queries: Optional[int] = typer.Option(None, min=1, help="Most queries replayed per day (evenly spread)."),
+) -> None:
+    """Train the learning-to-rank ranker of /recommend's candidates and gate it in the registry.
+
+    Replays the purchases and add-to-carts of the days before --validation-day with the service's
+    candidate sources, joins each candidate's features strictly before the query, trains XGBoost
+    rank:ndcg on them (with the candidate source and rank, and the propensity champion's score),
+    registers it in freshcart-ranker and promotes it only if its NDCG@10 on --validation-day beats the
+    ranker champion and the propensity champion as ranker by the promotion margin.
+    """
+    from datetime import timedelta
+
+    from freshcart.recommendation.ranker_job import train_and_gate
+    from freshcart.training.registry import RegistryError
+
+    first = day(validation_day, "--validation-day")
+    settings = settings_or_exit()
+    end = datetime.combine(first + timedelta(days=1), time(0), tzinfo=timezone.utc)
+    try:
+        summary = train_and_gate(settings, end, ranker_days, max_queries=max_queries)
+    except (ValueError, OSError, RegistryError) as exc:
+        fail(str(exc))
+    console.print(f"freshcart-ranker v{summary['version']}: {summary['action']} ({summary['reason']}); "
+                  f"/recommend ranks with the {summary['serving']} model", highlight=False)

@@ -56,13 +56,13 @@ def train_and_gate(settings: Settings, end: datetime, ranker_days: int = 2, limi
     """Train the ranker on the days before ``end``'s last day, register it and gate it (see the module)."""
     if ranker_days < 1:
         raise ValueError(f"ranker_days={ranker_days}: train on at least one day before the validation day")
+    scorer, propensity_version = propensity_champion(settings)  # first: the cheapest thing that can be missing
     validation_start = end - timedelta(days=1)
     first_day = validation_start - timedelta(days=ranker_days)
     history = timedelta(days=CooccurrenceConfig().days + 31)  # the neighbours' and the top categories' look-back
     log = load_log(settings.offline_events_dir, end, first_day - history)
     events = read_interval_events(settings.offline_events_dir, (first_day - history).date(), end.date())
     views = read_view_tables(settings, first_day.date(), end.date())
-    scorer, propensity_version = propensity_champion(settings)
     path = quotas_path(settings)
     if path.is_file():
         quotas = {name: int(round(share * limit)) for name, share in read_shares(path).items()}

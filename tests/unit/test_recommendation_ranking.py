@@ -211,3 +211,17 @@ def test_train_ranker_task_registers_and_gates_against_the_propensity_champion(s
     tags = connect(settings).get_model_version(RANKER_MODEL, summary["version"]).tags
     assert tags["ranker_promotion.action"] == summary["action"]
     assert float(tags["ranker_promotion.propensity_ndcg"]) == pytest.approx(summary["propensity_ndcg"])
+
+
+def test_cli_train_ranker_names_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from freshcart.cli import app
+
+    monkeypatch.setenv("FRESHCART_DATA_DIR", str(tmp_path))  # a data dir without a propensity champion
+    runner = CliRunner()
+    bad_day = runner.invoke(app, ["train-ranker", "--validation-day", "12/01/2025"])
+    assert bad_day.exit_code == 2 and "--start" not in bad_day.output and "12/01/2025" in bad_day.output
+    no_champion = runner.invoke(app, ["train-ranker", "--validation-day", "2025-01-10"])
+    assert no_champion.exit_code == 1
+    assert "no champion" in no_champion.output and "train and promote a propensity model" in no_champion.output
