@@ -104,7 +104,8 @@ def throughput(settings: Settings, template: Path, values: list[bytes]) -> dict[
     tables = {}
     for view, batches in written.items():
         frame = pa.concat_tables(batches).to_pandas()
-        latest = frame.drop_duplicates(subset=list(spec.VIEWS[view].keys), keep="last")
+        keys = (spec.VIEWS.get(view) or spec.CANDIDATE_VIEWS[view]).keys  # model views and product_neighbours
+        latest = frame.drop_duplicates(subset=list(keys), keep="last")
         tables[view] = pa.Table.from_pandas(latest, schema=batches[0].schema, preserve_index=False)
     total = sum(t.num_rows for t in tables.values())
     started = time.perf_counter()

@@ -28,11 +28,13 @@ replays the rest: nothing is lost and nothing counts twice.
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import os
 import signal
 import socket
 import time
+from array import array
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -48,9 +50,9 @@ from freshcart.settings import Settings
 from freshcart.stream.changelog import ChangelogLost, ChangelogReader, encode_changes
 from freshcart.stream.dlq import dead_letter_headers
 from freshcart.stream.metrics import StreamMetrics, status_dir, write_status
-from freshcart.stream.neighbours import NORMS
 from freshcart.stream.processor import (
-    NEIGHBOUR_VIEW, NEVER, PRODUCT, USER, Forwarded, ProductTask, UserTask, encode_deltas, encode_forwarded,
+    DELTA_FIELDS, NEIGHBOUR_VIEW, NEVER, PRODUCT, USER, Forwarded, ProductTask, UserTask, encode_deltas,
+    encode_forwarded, route_deltas,
 )
 from freshcart.stream.restore import restore_partitions
 from freshcart.stream.saving import PartitionSave, save_partitions
@@ -114,7 +116,7 @@ class StreamProcessor:
         self.reader: ChangelogReader | None = None
         self.gap_seeks: dict[TopicPartition, int] = {}  # offsets sought back to (a second gap there is real)
         self.forward: dict[tuple[int, int], list[Forwarded]] = {}  # (product partition, source partition)
-        self.forward_deltas: dict[int, list[list[list[int]]]] = {}  # source partition -> per product partition
+        self.forward_deltas: dict[int, list[array]] = {}  # source partition -> flat rows per product partition
         self.first_pending: float | None = None
         self.pending_events = 0
         self.summary = RunSummary()
@@ -330,18 +332,10 @@ class StreamProcessor:
             self._route_deltas(forwarded.src_partition, forwarded.src_offset, outcome.deltas)
 
     def _route_deltas(self, src: int, offset: int, deltas: list) -> None:
-        """Neighbour deltas to the product partitions: a pair to its row's product, a normaliser to all."""
-        partitions = self.product_partitions
-        lists = self.forward_deltas.get(src)
-        if lists is None or len(lists) != partitions:
-            lists = self.forward_deltas[src] = [[] for _ in range(partitions)]
-        for op, a, b, t_us in deltas:
-            row = [offset, op, a, b, t_us]
-            if abs(op) in NORMS:
-                for target in lists:
-                    target.append(row)
-            else:
-                lists[a % partitions].append(row)
+        """Neighbour deltas to the product partitions (:func:`freshcart.stream.processor.route_deltas`)."""
+        targets = self.forward_deltas.setdefault(src, [])
+        targets.extend(array("q") for _ in range(self.product_partitions - len(targets)))
+        route_deltas(targets, offset, deltas)
 
     def _on_product(self, slot: Slot, record: Any) -> None:
         task = slot.task
@@ -367,14 +361,16 @@ class StreamProcessor:
                 self.producer.send(self.settings.product_topic, partition=q,
                                    value=encode_forwarded(src, events[lo:lo + FORWARD_CHUNK]))
         self.forward = {}
+        width = DELTA_FIELDS
         for src, lists in self.forward_deltas.items():
-            for q, rows in enumerate(lists):
-                lo = 0
-                while lo < len(rows):
-                    hi = min(len(rows), lo + DELTA_CHUNK)
-                    while hi < len(rows) and rows[hi][0] == rows[hi - 1][0]:
+            for q, flat in enumerate(lists):
+                rows, lo = len(flat) // width, 0
+                while lo < rows:
+                    hi = min(rows, lo + DELTA_CHUNK)
+                    while hi < rows and flat[hi * width] == flat[(hi - 1) * width]:
                         hi += 1  # every delta of one source offset in one message
-                    self.producer.send(self.settings.product_topic, partition=q, value=encode_deltas(src, rows[lo:hi]))
+                    self.producer.send(self.settings.product_topic, partition=q,
+                                       value=encode_deltas(src, flat[lo * width:hi * width]))
                     lo = hi
         self.forward_deltas = {}
 
@@ -596,6 +592,7 @@ class StreamProcessor:
                     self.flush()
                 if now - last_checkpoint >= self.settings.stream_checkpoint_seconds:
                     self.checkpoint()
+                    gc.freeze()  # the keyed state is long-lived: full collections need not scan it again and again
                     last_checkpoint = time.monotonic()
                 else:
                     self.collect_checkpoint(wait=False)

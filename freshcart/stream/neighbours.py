@@ -25,7 +25,9 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Sequence
+
+import numpy as np
 
 from freshcart.recommendation.cooccurrence import DAY_US, CooccurrenceConfig
 
@@ -34,6 +36,8 @@ SEEN, VIEWED, BOUGHT, BOUGHT_PAIR = 1, 2, 3, 4
 side of co_bought); two products first viewed within ``window`` of each other; a product's first cart
 or purchase in a session (normaliser of the bought side); b carted or bought after a was viewed."""
 NORMS = (SEEN, BOUGHT)
+FOREIGN = 10
+"""Added to the code of a normaliser delta sent to a partition that does not keep the product's row."""
 BUY_TYPES = ("cart", "purchase")
 Stamp = tuple[int, str]
 NO_STAMP: Stamp = (-(2**62), "")
@@ -141,34 +145,53 @@ class SessionPairs:
             del self.sessions[key]
 
 
-Buckets = dict[int, list[float]]  # day -> [sum of weights, contributions]
+Sum = list  # [total weight, {day: [weight, contributions]}]: a running total and the days it is made of
+
+
+def _sum() -> Sum:
+    return [0.0, {}]
+
+
+def _add(total: Sum, day: int, weight: float, count: int) -> None:
+    """Add ``count`` contributions of ``day`` weighing ``weight`` together (negative: taken back)."""
+    days = total[1]
+    cell = days.get(day)
+    if cell is None:
+        if count:
+            days[day] = [weight, count]
+            total[0] += weight
+        return
+    cell[0] += weight
+    cell[1] += count
+    if cell[1] == 0:  # every contribution of the day taken back: exactly nothing, not a rounding residue
+        del days[day]
+        total[0] = math.fsum(c[0] for c in days.values())
+    else:
+        total[0] += weight
+
+
+def _expire(total: Sum, floor: int) -> bool:
+    """Drop the days before ``floor``; whether any was dropped."""
+    old = [d for d in total[1] if d < floor]
+    for d in old:
+        del total[1][d]
+    if old:
+        total[0] = math.fsum(c[0] for c in total[1].values())
+    return bool(old)
 
 
 @dataclass
 class NeighbourItem:
-    """One product's share of the product stage's neighbour state (its changelog record)."""
+    """One product's share of the product stage's neighbour state (its changelog record): its normalisers,
+    and where the product's row is kept, its pairs (neighbour -> :data:`Sum`)."""
 
-    seen: Buckets = field(default_factory=dict)
-    bought: Buckets = field(default_factory=dict)
-    viewed_with: dict[int, Buckets] = field(default_factory=dict)  # row pairs, kept where the row is
-    bought_after: dict[int, Buckets] = field(default_factory=dict)
+    seen: Sum = field(default_factory=_sum)
+    bought: Sum = field(default_factory=_sum)
+    viewed_with: dict[int, Sum] = field(default_factory=dict)
+    bought_after: dict[int, Sum] = field(default_factory=dict)
 
     def empty(self) -> bool:
-        return not (self.seen or self.bought or self.viewed_with or self.bought_after)
-
-
-def _total(buckets: Buckets | None) -> float:
-    return sum(cell[0] for cell in buckets.values()) if buckets else 0.0
-
-
-def _add(buckets: Buckets, day: int, weight: float, sign: int) -> None:
-    cell = buckets.get(day)
-    if cell is None:
-        cell = buckets[day] = [0.0, 0]
-    cell[0] += sign * weight
-    cell[1] += sign
-    if cell[1] == 0:  # every contribution of the day taken back: exactly nothing, not a rounding residue
-        del buckets[day]
+        return not (self.seen[1] or self.bought[1] or self.viewed_with or self.bought_after)
 
 
 class NeighbourState:
@@ -185,44 +208,96 @@ class NeighbourState:
         self.norm_changed: dict[int, set[int]] = {SEEN: set(), BOUGHT: set()}
         self.changed: set[int] = set()  # items changed since the last changelog records
         self.emptied: set[int] = set()  # rows that lost their last pair (their empty row is written once)
+        self.deferred: list[np.ndarray] = []  # other partitions' products' normaliser deltas, not applied yet
         self._unit = config.half_life_hours * 3600e6
 
-    def _item(self, product: int) -> NeighbourItem:
-        item = self.items.get(product)
-        if item is None:
-            item = self.items[product] = NeighbourItem()
-        return item
+    def defer(self, rows: np.ndarray) -> None:
+        """Normaliser deltas of products whose rows are kept by other partitions (``(n, 5)`` int64, ops
+        ``FOREIGN`` + code): they only divide this partition's scores of their pairs, which are rewritten at
+        checkpoints (:meth:`take_stale`), so they are applied then, many at once."""
+        if rows.shape[0]:
+            self.deferred.append(rows)
+
+    def apply_deferred(self) -> None:
+        """Apply the deferred normaliser deltas, summed per (kind, product, day)."""
+        if not self.deferred:
+            return
+        rows = np.concatenate(self.deferred)
+        self.deferred = []
+        sign = np.sign(rows[:, 1])
+        code, product, t_us = np.abs(rows[:, 1]) - FOREIGN, rows[:, 2], rows[:, 4]
+        day = t_us // DAY_US
+        if self.reference_us is None:
+            self.reference_us = int(day.min()) * DAY_US
+        if self.day is None or int(day.max()) > self.day:
+            self._advance(int(day.max()))
+        self.latest_us = max(self.latest_us, int(t_us.max()))
+        weight = sign * np.exp2(np.clip((t_us - self.reference_us) / self._unit, -1000.0, 1000.0))
+        keep = day > self.day - self.config.days  # type: ignore[operator]
+        cells, inverse = np.unique(np.stack([code, product, day], axis=1)[keep], axis=0, return_inverse=True)
+        weights = np.bincount(inverse.ravel(), weights=weight[keep], minlength=cells.shape[0])
+        counts = np.bincount(inverse.ravel(), weights=sign[keep], minlength=cells.shape[0])
+        items = self.items
+        for (kind, a, d), w, n in zip(cells.tolist(), weights.tolist(), counts.tolist()):
+            item = items.get(a)
+            if item is None:
+                item = items[a] = NeighbourItem()
+            self.changed.add(a)
+            _add(item.seen if kind == SEEN else item.bought, d, w, int(n))
+            self.norm_changed[kind].add(a)
 
     def apply(self, op: int, a: int, b: int, t_us: int) -> None:
         """One delta from the user stage (:class:`SessionPairs`)."""
-        code, sign = abs(op), (1 if op > 0 else -1)
-        day = t_us // DAY_US
-        if self.reference_us is None:
-            self.reference_us = day * DAY_US
-        if self.day is None or day > self.day:
-            self._advance(day)
-        assert self.day is not None
-        if day <= self.day - self.config.days:
-            return  # older than the window (``as_of`` the midnight after ``self.day``)
-        self.latest_us = max(self.latest_us, t_us)
-        weight = math.exp2(min(1000.0, max(-1000.0, (t_us - self.reference_us) / self._unit)))
-        item = self._item(a)
-        self.changed.add(a)
-        if code in NORMS:
-            _add(item.seen if code == SEEN else item.bought, day, weight, sign)
-            self.norm_changed[code].add(a)
-            if code == SEEN and (item.viewed_with or item.bought_after):
-                self.dirty.add(a)
-            return
-        pairs = item.viewed_with if code == VIEWED else item.bought_after
-        buckets = pairs.get(b)
-        if buckets is None:
-            buckets = pairs[b] = {}
-            self.reverse[code].setdefault(b, set()).add(a)
-        _add(buckets, day, weight, sign)
-        if not buckets:
-            self._drop_pair(code, a, b)
-        self.dirty.add(a)
+        self.apply_rows([(0, op, a, b, t_us)], 0)
+
+    def apply_rows(self, rows: Iterable[Sequence[int]], start: int) -> int:
+        """Deltas as forwarded, ``(source offset, op, a, b, t_us)``; those with a source offset below ``start``
+        are skipped (already applied); how many were."""
+        skipped, last_t, weight = 0, None, 0.0
+        items, changed, dirty = self.items, self.changed, self.dirty
+        seen_changed, bought_changed = self.norm_changed[SEEN], self.norm_changed[BOUGHT]
+        for src_offset, op, a, b, t_us in rows:
+            if src_offset < start:
+                skipped += 1
+                continue
+            if t_us != last_t:
+                last_t = t_us
+                day = t_us // DAY_US
+                if self.day is None or day > self.day:
+                    if self.reference_us is None:
+                        self.reference_us = day * DAY_US
+                    self._advance(day)
+                expired = day <= self.day - self.config.days  # type: ignore[operator]
+                if t_us > self.latest_us:
+                    self.latest_us = t_us
+                weight = math.exp2(min(1000.0, max(-1000.0, (t_us - self.reference_us) / self._unit)))
+            if expired:
+                continue  # older than the window (``as_of`` the midnight after ``self.day``)
+            item = items.get(a)
+            if item is None:
+                item = items[a] = NeighbourItem()
+            changed.add(a)
+            code, sign = (op, 1) if op > 0 else (-op, -1)
+            if code == SEEN:
+                _add(item.seen, day, sign * weight, sign)
+                seen_changed.add(a)
+                if item.viewed_with or item.bought_after:
+                    dirty.add(a)
+                continue
+            if code == BOUGHT:
+                _add(item.bought, day, sign * weight, sign)
+                bought_changed.add(a)
+                continue
+            pairs = item.viewed_with if code == VIEWED else item.bought_after
+            total = pairs.get(b)
+            if total is None:
+                total = pairs[b] = _sum()
+                self.reverse[code].setdefault(b, set()).add(a)
+            _add(total, day, sign * weight, sign)
+            if not total[1]:
+                self._drop_pair(code, a, b)
+            dirty.add(a)
+        return skipped
 
     def _drop_pair(self, code: int, a: int, b: int) -> None:
         item = self.items[a]
@@ -243,22 +318,16 @@ class NeighbourState:
         floor = day - self.config.days + 1
         for product, item in list(self.items.items()):
             touched = False
-            for code, buckets in ((SEEN, item.seen), (BOUGHT, item.bought)):
-                old = [d for d in buckets if d < floor]
-                for d in old:
-                    del buckets[d]
-                if old:
+            for code, total in ((SEEN, item.seen), (BOUGHT, item.bought)):
+                if _expire(total, floor):
                     self.norm_changed[code].add(product)
                     touched = True
             for code, pairs in ((VIEWED, item.viewed_with), (BOUGHT_PAIR, item.bought_after)):
-                for b, buckets in list(pairs.items()):
-                    old = [d for d in buckets if d < floor]
-                    for d in old:
-                        del buckets[d]
-                    if old:
+                for b, total in list(pairs.items()):
+                    if _expire(total, floor):
                         touched = True
                         self.dirty.add(product)
-                        if not buckets:
+                        if not total[1]:
                             self._drop_pair(code, product, b)
             if touched:
                 self.changed.add(product)
@@ -274,6 +343,7 @@ class NeighbourState:
     def take_stale(self) -> set[int]:
         """The rows whose neighbours' normalisers changed since the last call (written at checkpoints:
         a popular product's new session changes many rows a little); clears the sets."""
+        self.apply_deferred()
         rows: set[int] = set()
         for code, pair_code in ((SEEN, VIEWED), (BOUGHT, BOUGHT_PAIR)):
             reverse = self.reverse[pair_code]
@@ -285,21 +355,21 @@ class NeighbourState:
     def row(self, product: int) -> dict[str, object]:
         """The product's ``product_neighbours`` values: each kind's ``top_n`` best, ties to the lower id."""
         values: dict[str, object] = {}
-        item = self.items.get(product) or NeighbourItem()
-        own = _total(item.seen)
-        for kind, pairs, norm in (("co_viewed", item.viewed_with, "seen"), ("co_bought", item.bought_after, "bought")):
-            scored = []
-            for b, buckets in pairs.items():
-                other = self.items.get(b)
-                scale = own * (_total(getattr(other, norm)) if other is not None else 0.0)
-                scored.append((-_total(buckets) / math.sqrt(max(scale, 1e-300)), b))
+        items, sqrt, empty = self.items, math.sqrt, NeighbourItem()
+        item = items.get(product) or empty
+        own = item.seen[0]
+        for kind, pairs, bought in (("co_viewed", item.viewed_with, False), ("co_bought", item.bought_after, True)):
+            scored = [(-total[0] / sqrt(max(own * ((items.get(b) or empty).bought if bought
+                                                   else (items.get(b) or empty).seen)[0], 1e-300)), b)
+                      for b, total in pairs.items()]
             best = heapq.nsmallest(self.config.top_n, scored)
             values[f"{kind}_ids"] = [b for _, b in best]
-            values[f"{kind}_weights"] = [-s for s, _ in best]
+            values[f"{kind}_weights"] = [-score for score, _ in best]
         return values
 
     def take_changes(self) -> dict[int, NeighbourItem]:
         """The items changed since the last call (an empty item stands for a deleted one)."""
+        self.apply_deferred()
         changes = {p: self.items.get(p) or NeighbourItem() for p in self.changed}
         for p in [p for p in self.changed if p in self.items and self.items[p].empty()]:
             del self.items[p]

@@ -24,16 +24,22 @@ A task's state (features, seen event ids, watermark, next offset) is saved by
 
 from __future__ import annotations
 
+import itertools
 import json
+import struct
+import sys
+from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+import numpy as np
 
 from freshcart.features import spec
 from freshcart.features.stream import FeatureRow, FeatureState
 from freshcart.recommendation.cooccurrence import CooccurrenceConfig
 from freshcart.schema import MAX_MESSAGE_BYTES, Event, Rejection, TimeBounds, event_from_json
-from freshcart.stream.neighbours import Delta, NeighbourItem, NeighbourState, SessionPairs
+from freshcart.stream.neighbours import BOUGHT, FOREIGN, SEEN, Delta, NeighbourItem, NeighbourState, SessionPairs
 
 NEVER = -(2**62)
 USER, PRODUCT = "user", "product"
@@ -71,9 +77,38 @@ def decode_forwarded(value: bytes) -> list[Forwarded]:
     return [Forwarded(partition, *row) for row in message.get("e", ())]
 
 
-def encode_deltas(src_partition: int, rows: list[list[int]]) -> bytes:
-    """One message of neighbour deltas of one source partition: ``[src_offset, op, a, b, t_us]`` rows."""
-    return json.dumps({"p": src_partition, "n": rows}, separators=(",", ":")).encode()
+DELTA_FIELDS = 5  # src_offset, op, a, b, t_us
+DELTA_MAGIC = b"N"  # a re-partitioned message of events is JSON (``{``); one of neighbour deltas starts so
+
+
+def encode_deltas(src_partition: int, rows: array | list[list[int]]) -> bytes:
+    """One message of neighbour deltas of one source partition: ``(src_offset, op, a, b, t_us)`` rows, as
+    little-endian int64 (flat in an ``array('q')``, or a list of rows)."""
+    flat = rows if isinstance(rows, array) else array("q", itertools.chain.from_iterable(rows))
+    if sys.byteorder == "big":
+        flat = array("q", flat)
+        flat.byteswap()
+    return DELTA_MAGIC + struct.pack("<i", src_partition) + flat.tobytes()
+
+
+def decode_deltas(value: bytes) -> tuple[int, np.ndarray]:
+    """The source partition and the ``(n, 5)`` rows of a message written by :func:`encode_deltas`."""
+    return struct.unpack("<i", value[1:5])[0], np.frombuffer(value, dtype="<i8", offset=5).reshape(-1, DELTA_FIELDS)
+
+
+def route_deltas(targets: list[array], offset: int, deltas: list[Delta]) -> None:
+    """Append one event's neighbour deltas (source ``offset``) to the flat rows for each product partition
+    (``targets``, one per partition): a pair to its row's product's partition; a normaliser to every
+    partition, marked ``FOREIGN`` where the product's row is not kept."""
+    partitions = len(targets)
+    for op, a, b, t_us in deltas:
+        home = targets[a % partitions]
+        if op == SEEN or op == BOUGHT or op == -SEEN or op == -BOUGHT:
+            foreign = (offset, op + FOREIGN if op > 0 else op - FOREIGN, a, b, t_us)
+            for target in targets:
+                target.extend(foreign if target is not home else (offset, op, a, b, t_us))
+        else:
+            home.extend((offset, op, a, b, t_us))
 
 
 def decode_event(value: bytes | None, bounds: TimeBounds) -> Event | Rejection:
@@ -228,10 +263,10 @@ class ProductTask:
         deltas applies none (its rows: :meth:`neighbour_keys`).
         """
         self.meta.next_offset = offset + 1
-        message = json.loads(value)
-        if "n" in message:
-            self._apply_deltas(message["p"], message["n"])
+        if value[:1] == DELTA_MAGIC:
+            self._apply_deltas(*decode_deltas(value))
             return [], 0
+        message = json.loads(value)
         applied, skipped = [], 0
         for event in (Forwarded(message["p"], *row) for row in message["e"]):
             if event.src_offset < self.meta.applied.get(event.src_partition, 0):
@@ -243,20 +278,17 @@ class ProductTask:
             applied.append(event)
         return applied, skipped
 
-    def _apply_deltas(self, src_partition: int, rows: list[list[int]]) -> int:
+    def _apply_deltas(self, src_partition: int, rows: np.ndarray) -> int:
         """Neighbour deltas of one source partition; how many were skipped as already applied. Every delta of
         one source offset is in one message, so a replayed message is skipped whole or applied whole."""
         start = self.meta.applied_deltas.get(src_partition, 0)
-        skipped = 0
-        apply = self.neighbours.apply
-        for src_offset, op, a, b, t_us in rows:
-            if src_offset < start:
-                skipped += 1
-                continue
-            apply(op, a, b, t_us)
-        if rows:
-            self.meta.applied_deltas[src_partition] = max(start, rows[-1][0] + 1)
-        return skipped
+        new = rows[:, 0] >= start
+        foreign = np.abs(rows[:, 1]) > FOREIGN
+        self.neighbours.apply_rows(rows[new & ~foreign].tolist(), start)
+        self.neighbours.defer(rows[new & foreign])
+        if rows.shape[0]:
+            self.meta.applied_deltas[src_partition] = max(start, int(rows[-1, 0]) + 1)
+        return int(rows.shape[0] - np.count_nonzero(new))
 
     def neighbour_keys(self, checkpoint: bool = False) -> set[tuple[str, int]]:
         """The neighbour rows to write: the products whose pairs or normaliser changed, and at a checkpoint

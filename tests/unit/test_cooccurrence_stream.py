@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from array import array
 from datetime import datetime, timezone
 
 import pytest
@@ -15,8 +16,8 @@ from freshcart.schema import Event, TimeBounds, validate_record
 from freshcart.settings import load_settings
 from freshcart.simulator import SimulationConfig, iter_records
 from freshcart.stream.changelog import ChangelogState, encode_changes
-from freshcart.stream.neighbours import NORMS, NeighbourState, SessionPairs, session_contributions
-from freshcart.stream.processor import NEIGHBOUR_VIEW, ProductTask, TaskState, UserTask, encode_deltas
+from freshcart.stream.neighbours import NeighbourState, SessionPairs, session_contributions
+from freshcart.stream.processor import NEIGHBOUR_VIEW, ProductTask, TaskState, UserTask, encode_deltas, route_deltas
 from freshcart.stream.verify import batch_neighbours, neighbour_mismatches
 
 T0 = datetime(2025, 1, 6, tzinfo=timezone.utc)
@@ -48,19 +49,19 @@ class TwoStages:
 
     def forward(self, events: list[Event], bounds: TimeBounds) -> dict[int, list[bytes]]:
         """Apply events to the user tasks; the delta messages for each product partition."""
-        deltas: dict[tuple[int, int], list[list[int]]] = {}
+        deltas = {p: [array("q") for _ in range(PARTITIONS)] for p in range(PARTITIONS)}
         for event in events:
             p = event.user_id % PARTITIONS
             outcome = self.users[p].apply(self.offsets[p], event.to_json(), 0, bounds)
             assert outcome.rejection is None, outcome.rejection
             self.removals += sum(1 for op, *_ in outcome.deltas if op < 0)
-            for op, a, b, t_us in outcome.deltas:
-                for q in (range(PARTITIONS) if abs(op) in NORMS else [a % PARTITIONS]):
-                    deltas.setdefault((q, p), []).append([self.offsets[p], op, a, b, t_us])
+            route_deltas(deltas[p], self.offsets[p], outcome.deltas)
             self.offsets[p] += 1
         messages: dict[int, list[bytes]] = {}
-        for (q, p), rows in deltas.items():
-            messages.setdefault(q, []).append(encode_deltas(p, rows))
+        for p, targets in deltas.items():
+            for q, rows in enumerate(targets):
+                if rows:
+                    messages.setdefault(q, []).append(encode_deltas(p, rows))
         return messages
 
     def send(self, events: list[Event], bounds: TimeBounds, twice: bool = False) -> None:
