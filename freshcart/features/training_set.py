@@ -126,9 +126,20 @@ def asof_indices(row_keys: list[np.ndarray], row_us: np.ndarray, query_keys: lis
 
 
 def read_view_tables(settings: Settings, start: date, end: date) -> dict[str, pa.Table]:
-    """The rows of every model view that examples of ``[start, end)`` can join (``LOOKBACK`` before on)."""
-    return {name: read_feature_table(settings, name, start - timedelta(days=spec.LOOKBACK.days + 1), end)
-            for name in spec.VIEWS}
+    """The rows of every model view that examples of ``[start, end)`` can join (``LOOKBACK`` before on).
+
+    A view without a single date partition in ``[start, end)`` is an error: its features would all be null.
+    """
+    tables = {}
+    for name in spec.VIEWS:
+        days = storage.list_partitions(settings.feature_tables_dir / name)
+        if not any(start <= day < end for day in days):
+            raise FeatureBuildError(
+                f"feature view {name!r} has no rows for [{start}, {end}) under {settings.feature_tables_dir / name}; "
+                "build the feature tables of those days first (`freshcart features build` or the "
+                "materialize_features DAG)")
+        tables[name] = read_feature_table(settings, name, start - timedelta(days=spec.LOOKBACK.days + 1), end)
+    return tables
 
 
 def join_features(examples: pa.Table, views: dict[str, pa.Table]) -> pa.Table:

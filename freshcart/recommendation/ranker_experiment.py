@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 
-from freshcart.features.tables import build_feature_tables, read_feature_table
+from freshcart.features.tables import build_feature_tables
 from freshcart.features.training_set import read_view_tables
 from freshcart.recommendation.base import TieBreak
 from freshcart.recommendation.candidate_replay import CandidateLists
@@ -66,17 +66,25 @@ def train_propensity(settings: Settings, first_us: int, end_us: int, threads: in
 
 
 def ensure_feature_tables(settings: Settings, first_us: int, end_us: int) -> None:
-    """Build the feature tables of the days of ``[first_us, end_us)`` unless they hold every current column."""
-    from freshcart.features import spec
+    """Build the feature tables of the days of ``[first_us, end_us)`` unless every view has every one of
+    those days with every current column."""
+    import pyarrow.parquet as pq
 
-    try:
-        current = all(set(view.feature_names) <= set(read_feature_table(settings, name, _day(first_us),
-                                                                        _day(end_us)).column_names)
-                      for name, view in spec.VIEWS.items())
-    except Exception:  # noqa: BLE001 - missing or unreadable tables: build them
-        current = False
-    if not current:
-        build_feature_tables(settings, _day(first_us), _day(end_us))
+    from freshcart import storage
+    from freshcart.features import spec
+    from freshcart.features.tables import days_between
+
+    wanted = days_between(_day(first_us), _day(end_us))
+    for name, view in spec.VIEWS.items():
+        root = settings.feature_tables_dir / name
+        if not set(wanted) <= set(storage.list_partitions(root)):
+            break
+        files = [f for f in root.glob(f"event_date={wanted[-1].isoformat()}/*.parquet")]
+        if not files or not set(view.feature_names) <= set(pq.read_schema(files[0]).names):
+            break
+    else:
+        return
+    build_feature_tables(settings, _day(first_us), _day(end_us))
 
 
 def compare_rankers(settings: Settings, log: EventLog, events: pa.Table, start_us: int, end_us: int,
