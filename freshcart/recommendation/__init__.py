@@ -18,6 +18,17 @@ which imports the first three):
     candidate_replay  the service's sources over point-in-time replay state
     quotas            the blend's per-source quotas searched by replay, stored as a file and an MLflow run
     neighbour_tables  the materialize_features DAG's tasks: neighbours online, quotas chosen
+
+The rankers of those candidates (the propensity champion, a learning-to-rank model), judged by replay:
+
+    candidate_features  the blend's candidates as rows: features strictly before the query, source, ranks
+    ranker              the XGBoost ``rank:ndcg`` model over candidate lists
+    ranker_training     replayed days as ranking data; the ranker fitted and early-stopped on validation
+    ranking_replay      a ranker's scores as rows of the replay table
+    ranker_experiment   both rankers trained and judged on one shop's days (benchmark, tests)
+    ranker_registry     ``freshcart-ranker``: registration, the gate, which ranker serves (ranker_pyfunc,
+                        ranker_model_code: the registered model)
+    ranker_job          the train_evaluate DAG's ``train_ranker`` over the offline store
 """
 
 from __future__ import annotations
