@@ -9,15 +9,20 @@
 - Product stage: :class:`NeighbourState` sums the contributions, weighted ``2 ** ((t - ref) / half_life)``
   against one fixed instant ``ref`` (the weights' ratios never change with time, so the cosine scores
   are the batch's at any ``as_of``), per day of the contribution, so that days older than the window
-  drop out. A pair contribution goes to the partition of the row's product; the normalisers (each
-  product's weighted sessions, and buying sessions) go to every partition, since a row's scores divide
-  by its neighbours' normalisers too.
+  drop out. A pair contribution goes to the partition of the row's product; a normaliser (a product's
+  weighted sessions, or buying sessions) goes to every partition, since a row's scores divide by its
+  neighbours' normalisers too.
 
-A product's row equals ``build_cooccurrence`` over the same events with ``as_of`` the midnight after
-the latest day the partition has seen (up to float rounding). Limits, both documented in the module's
-tests: a session is one user's (the batch groups by the session string alone), and a session that
-straddles the window's first midnight is counted whole until that day drops out (the batch counts the
-part in the window).
+When rows are written: with each micro-batch, the rows of the products whose pairs or own normaliser
+changed (the session's products), with the other partitions' normalisers as of the last checkpoint;
+at each checkpoint, after those normalisers are applied (vectorised), also every row whose neighbours'
+normalisers changed. So after a checkpoint every row is exact; between two, a session's products are
+fresh and their weights may lag by what other partitions' products gained since.
+
+Exact means: a product's row equals ``build_cooccurrence`` over the same events with ``as_of`` the midnight
+after the latest day the partition has seen (up to float rounding). Two limits: a session is taken to be
+one user's (the batch groups by the session string alone), and a session that straddles the window's
+first midnight is counted whole until that day drops out (the batch counts only its part in the window).
 """
 
 from __future__ import annotations
