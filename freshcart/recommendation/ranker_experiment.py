@@ -101,7 +101,8 @@ def compare_rankers(settings: Settings, log: EventLog, events: pa.Table, start_u
     first = int(log.time[0]) // DAY_US * DAY_US
     if ranker_start - first < DAY_US:
         raise ValueError(f"the events start {_day(first)}: too late for a propensity model's day before the "
-                         f"{ranker_days} ranker days from {_day(ranker_start)}; replay a later day or fewer ranker days")
+                         f"{ranker_days} ranker days from {_day(ranker_start)}; replay a later day or fewer "
+                         "ranker days")
     began = time.perf_counter()
     ensure_feature_tables(settings, first, end_us)
     seconds["feature_tables"] = time.perf_counter() - began

@@ -135,7 +135,7 @@ def promote_ranker(settings: Settings, validation: RankingDay, log_: EventLog, t
     notes = []
     if champion is not None and before != decision.challenger:
         try:
-            decision.champion_ndcg = _score(name, before, validation, log_, ties)
+            decision.champion_ndcg = _score(name, str(champion.version), validation, log_, ties)
         except Exception as exc:  # noqa: BLE001 - e.g. a champion trained on features that have changed since
             notes.append(f"ranker champion v{before} cannot score the validation candidates "
                          f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})")
