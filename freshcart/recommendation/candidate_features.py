@@ -73,32 +73,66 @@ def blend_candidates(log: EventLog, lists: CandidateLists, quotas: dict[str, int
     """The blend of ``limit`` candidates of every query of ``lists`` (with ``quotas``), as rows."""
     if len(lists) == 0:
         raise ValueError("no queries in the candidate lists: the replayed period has no purchases or carts")
-    source_of = {name: i for i, name in enumerate(lists.names)}
-    query, products, position, source, ranks = [], [], [], [], []
+    query, products, source, ranks = [], [], [], []
     for number, (proposals, exclude) in enumerate(zip(lists.proposals, lists.excluded)):
         blended = blend(list(zip(lists.names, proposals)), limit, exclude, quotas, tag=False)
-        rank_of = []
-        for proposed in proposals:
-            kept = [p for p in proposed if p not in exclude]
-            rank_of.append({p: r for r, p in reversed(list(enumerate(kept)))})
-        for place, (product, names) in enumerate(blended.items()):
-            query.append(number)
-            products.append(product)
-            position.append(place)
-            source.append(source_of[names[0]])
-            ranks.append([float(table.get(product, UNRANKED)) for table in rank_of])
-    query_arr = np.asarray(query, dtype=np.int64)
-    product_arr = np.asarray(products, dtype=np.int64)
+        ids, added_by, rank_in = list_sources(lists.names, proposals, exclude, blended)
+        query.append(np.full(ids.shape[0], number, dtype=np.int64))
+        products.append(ids)
+        source.append(added_by)
+        ranks.append(rank_in)
+    query_arr = _cat(query, np.int64)
+    product_arr = _cat(products, np.int64)
     targets = np.asarray(lists.targets, dtype=np.int64)
     users = log.user_ids[log.user[lists.positions]]
     times = log.time[lists.positions]
+    offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(query_arr, minlength=len(lists)), out=offsets[1:])
     return CandidateTable(
         names=list(lists.names), query=query_arr, user_id=users[query_arr], product_id=product_arr,
-        time_us=times[query_arr], position=np.asarray(position, dtype=np.int64),
-        source=np.asarray(source, dtype=np.int64),
-        rank_in=np.asarray(ranks, dtype=np.float32).reshape(-1, len(lists.names)),
+        time_us=times[query_arr], position=np.arange(query_arr.shape[0], dtype=np.int64) - offsets[query_arr],
+        source=_cat(source, np.int64),
+        rank_in=np.concatenate(ranks).astype(np.float32) if ranks else np.empty((0, len(lists.names)), np.float32),
         label=(product_arr == targets[query_arr]).astype(np.int8), targets=targets,
         kinds=log.kind[lists.positions])
+
+
+def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.empty(0, dtype=dtype)
+
+
+def list_sources(names: list[str], proposals: list[list[int]], exclude: set[int],
+                 blended: dict[int, list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One blended candidate list's source features, the same in the replay and in ``/recommend``.
+
+    ``proposals``: each source's (of ``names``, in blend order) product ids, best first, as it proposed
+    them; ``blended``: :func:`~freshcart.serving.candidates.blend`'s product -> sources, in blend order.
+    Returns the products in blend order, the index in ``names`` of the source that added each, and each
+    one's 0-based rank in every source's proposals once the ``exclude``d products are left out
+    (``UNRANKED`` where a source did not propose it; columns: ``names``).
+    """
+    source_of = {name: i for i, name in enumerate(names)}
+    rank_of = []
+    for proposed in proposals:
+        kept = [p for p in proposed if p not in exclude]
+        rank_of.append({p: r for r, p in reversed(list(enumerate(kept)))})
+    products = np.fromiter(blended, dtype=np.int64, count=len(blended))
+    added_by = np.fromiter((source_of[found[0]] for found in blended.values()), dtype=np.int64, count=len(blended))
+    ranks = np.array([[table.get(product, UNRANKED) for table in rank_of] for product in blended],
+                     dtype=np.float32).reshape(len(blended), len(names))
+    return products, added_by, ranks
+
+
+def request_table(names: list[str], proposals: list[list[int]], exclude: set[int], blended: dict[int, list[str]],
+                  user_id: int, time_us: int) -> CandidateTable:
+    """The candidates of one recommendation request as a one-query table (label unknown: 0)."""
+    products, added_by, ranks = list_sources(names, proposals, exclude, blended)
+    n = products.shape[0]
+    return CandidateTable(
+        names=list(names), query=np.zeros(n, dtype=np.int64), user_id=np.full(n, user_id, dtype=np.int64),
+        product_id=products, time_us=np.full(n, time_us, dtype=np.int64), position=np.arange(n, dtype=np.int64),
+        source=added_by, rank_in=ranks, label=np.zeros(n, dtype=np.int8), targets=np.asarray([-1], dtype=np.int64),
+        kinds=np.asarray([-1], dtype=np.int8))
 
 
 def candidate_examples(table: CandidateTable, events: pa.Table) -> pa.Table:

@@ -113,7 +113,7 @@ def build_model_input(candidates: Candidates, rows: OnlineRows, moment: datetime
         elif name in stored:
             out[name] = stored[name]
         else:
-            out[name] = pa.nulls(n, type=_declared_type(name))
+            out[name] = pa.nulls(n, type=declared_type(name))
     return pa.table(out)
 
 
@@ -139,7 +139,7 @@ def _on_demand_inputs(candidates: Candidates, rows: OnlineRows, moment: datetime
     }
 
 
-def _declared_type(column: str) -> pa.DataType:
+def declared_type(column: str) -> pa.DataType:
     """The Arrow type of a feature column from the specs (float64 for an unknown name)."""
     view, _, feature = column.partition("__")
     every = {**spec.VIEWS, spec.ON_DEMAND.name: spec.ON_DEMAND}

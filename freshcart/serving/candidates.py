@@ -1,9 +1,11 @@
 """Candidate products for a recommendation, from a few small sources behind one interface.
 
-A source proposes product ids for a shopper, best first; :func:`gather_candidates`
+A source proposes product ids for a shopper, best first; :func:`gather_proposals`
 asks each in turn, merges duplicates (a product keeps the first source that proposed
-it and lists all of them) and leaves out what the shopper bought recently. The
-champion then ranks the candidates. Sources here:
+it and lists all of them), leaves out what the shopper bought recently and keeps every
+source's proposals. The propensity champion, or the learning-to-rank champion when the
+registry says it ranks better (:mod:`freshcart.serving.ranking`), then ranks the candidates.
+Sources here:
 
 - ``session``: the products of the shopper's current session, newest first;
 - ``recent``: the rest of the shopper's last ``spec.RECENT_ITEMS`` products;
@@ -234,15 +236,38 @@ def blend(proposals: list[tuple[str, list[int]]], limit: int, exclude: set[int] 
     return found
 
 
-def gather_candidates(sources: Iterable[CandidateSource], context: ShopperContext, limit: int,
-                      exclude: set[int] | None = None) -> list[Candidate]:
+@dataclass
+class Gathered:
+    """One request's candidates and what they came from: every source's proposals and the exclusions
+    (the learning-to-rank model reads each candidate's rank in every source)."""
+
+    candidates: list[Candidate]
+    names: list[str]
+    """The sources, in the order they were asked."""
+    proposals: list[list[int]]
+    """Each source's proposals, best first, as it made them."""
+    exclude: set[int]
+    blended: dict[int, list[str]]
+    """:func:`blend`'s product -> sources, in blend order."""
+
+
+def gather_proposals(sources: Iterable[CandidateSource], context: ShopperContext, limit: int,
+                     exclude: set[int] | None = None) -> Gathered:
     """Up to ``limit`` distinct candidates from ``sources`` in order (with the quotas of a :class:`Blend`),
-    without the ``exclude``d products."""
+    without the ``exclude``d products, with every source's proposals."""
     exclude = exclude or set()
     listed = list(sources)
     quotas = sources.quotas(limit) if isinstance(sources, Blend) else None
     proposals = [(source.name, source.propose(context, limit + len(exclude))) for source in listed]
-    return [Candidate(product, names[0], names) for product, names in blend(proposals, limit, exclude, quotas).items()]
+    blended = blend(proposals, limit, exclude, quotas)
+    return Gathered([Candidate(product, names[0], names) for product, names in blended.items()],
+                    [name for name, _ in proposals], [products for _, products in proposals], exclude, blended)
+
+
+def gather_candidates(sources: Iterable[CandidateSource], context: ShopperContext, limit: int,
+                      exclude: set[int] | None = None) -> list[Candidate]:
+    """The candidates of :func:`gather_proposals` alone."""
+    return gather_proposals(sources, context, limit, exclude).candidates
 
 
 def candidate_sources(index: Any, neighbours: NeighbourLookup | None, sessions: SessionLookup | None,

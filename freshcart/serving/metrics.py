@@ -16,7 +16,7 @@ BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0
 
 
 class ServingMetrics:
-    """Requests and latency per endpoint, feature-read and model time, champion, cold starts, errors by kind."""
+    """Requests and latency per endpoint, feature-read and model time, champion and ranker, cold starts, errors."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         registry = registry if registry is not None else CollectorRegistry()
@@ -36,6 +36,12 @@ class ServingMetrics:
                               ["model", "alias"], multiprocess_mode="livemax", **kw)
         self.model_events = Counter("freshcart_serving_model_events_total",
                                     "Model loads and failed loads (refused, load_failed, registry)", ["kind"], **kw)
+        self.ranker = Gauge("freshcart_serving_ranker_version",
+                            "Version of the learning-to-rank model ranking /recommend (0: the propensity model ranks)",
+                            ["model", "alias"], multiprocess_mode="livemax", **kw)
+        self.ranker_events = Counter("freshcart_serving_ranker_events_total",
+                                     "Ranker loads, unloads (the propensity model ranks again) and failed loads",
+                                     ["kind"], **kw)
         self.predictions_logged = Counter("freshcart_serving_predictions_logged_total",
                                           "Prediction records sent to Kafka", **kw)
         self.predictions_dropped = Counter("freshcart_serving_predictions_dropped_total",
@@ -47,3 +53,9 @@ class ServingMetrics:
         self.model_events.labels(kind).inc()
         if kind == "loaded" and info is not None:
             self.champion.labels(info.name, info.alias).set(float(info.version))
+
+    def ranker_event(self, kind: str, info: Any) -> None:
+        """A ranker load (its version), unload (0) or failed load."""
+        self.ranker_events.labels(kind).inc()
+        if kind in ("loaded", "unloaded") and info is not None:
+            self.ranker.labels(info.name, info.alias).set(float(info.version) if kind == "loaded" else 0.0)

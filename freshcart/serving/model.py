@@ -137,10 +137,17 @@ class ModelHolder:
     """The current model, replaced whole when the alias moves; counts loads and failures."""
 
     def __init__(self, settings: Settings, supplied: set[str],
-                 on_event: Callable[[str, ModelInfo | None], None] | None = None) -> None:
+                 on_event: Callable[[str, ModelInfo | None], None] | None = None,
+                 find: Callable[[Any], Any] | None = None, load: Callable[[Any], Any] | None = None) -> None:
+        """``find``: the version to serve from an MLflow client (None: serve none), by default the one
+        holding the serving alias; ``load``: that version loaded (something with an ``info``), by default
+        :func:`load_version`. The learning-to-rank model's holder passes its own two."""
         self.settings = settings
         self.supplied = supplied
-        self.current: ServingModel | None = None
+        self.current: Any = None
+        """The :class:`ServingModel` (or what ``load`` makes) in use; None before the first load."""
+        self._find = find or (lambda client: alias_version(client, settings))
+        self._load = load or (lambda version: load_version(settings, version, supplied))
         self.last_error: str | None = None
         self.failures = 0
         self._client: Any = None
@@ -154,7 +161,7 @@ class ModelHolder:
             try:
                 if self._client is None:
                     self._client = connect_registry(self.settings)
-                version = alias_version(self._client, self.settings)
+                version = self._find(self._client)
             except RegistryUnavailable as exc:
                 self._fail(str(exc), "registry")
                 return False
@@ -163,6 +170,8 @@ class ModelHolder:
                 self._fail(f"the MLflow registry did not answer ({type(exc).__name__}: {str(exc)[:200]}); check "
                            f"the tracking store {self.settings.tracking_uri.split('@')[-1]}", "registry")
                 return False
+            if version is None:
+                return self._unload()
             number = str(version.version)
             if self.current is not None and self.current.info.version == number:
                 self.last_error = None
@@ -170,7 +179,7 @@ class ModelHolder:
             if number in self._refused:
                 return False
             try:
-                loaded = load_version(self.settings, version, self.supplied)
+                loaded = self._load(version)
             except ModelRefused as exc:
                 self._refused.add(number)
                 self._fail(str(exc), "refused")
@@ -186,6 +195,17 @@ class ModelHolder:
                      loaded.info.run_id, f", replacing v{previous.info.version}" if previous else "")
             self._on_event("loaded", loaded.info)
             return True
+
+    def _unload(self) -> bool:
+        """Nothing to serve any more (the registry says so): the current model is dropped."""
+        self.last_error = None
+        if self.current is None:
+            return False
+        previous, self.current = self.current, None
+        log.info("no longer serving %s v%s: the registry names no version to serve", previous.info.name,
+                 previous.info.version)
+        self._on_event("unloaded", previous.info)
+        return True
 
     def _fail(self, message: str, kind: str) -> None:
         self.failures += 1

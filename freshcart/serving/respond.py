@@ -58,22 +58,28 @@ def predict_response(request_id: str, user_id: int, scored: Scored, total_s: flo
                            timing=timing(scored, total_s))
 
 
-def rank(candidates: Sequence[Candidate], scores: np.ndarray, k: int) -> list[RecommendedItem]:
-    """The ``k`` best candidates by score (ties: the order the sources proposed them)."""
-    order = sorted(range(len(candidates)), key=lambda i: (-float(scores[i]), i))[:k]
+def rank(candidates: Sequence[Candidate], scores: np.ndarray, k: int,
+         ranker_scores: np.ndarray | None = None) -> list[RecommendedItem]:
+    """The ``k`` best candidates by the ranker's scores when given, else by score (ties: the order the
+    sources proposed them); each keeps its propensity score."""
+    by = scores if ranker_scores is None else ranker_scores
+    order = sorted(range(len(candidates)), key=lambda i: (-float(by[i]), i))[:k]
     return [RecommendedItem(rank=r + 1, product_id=candidates[i].product_id, score=float(scores[i]),
+                            ranker_score=None if ranker_scores is None else float(ranker_scores[i]),
                             source=candidates[i].source, sources=list(candidates[i].sources))
             for r, i in enumerate(order)]
 
 
 def recommend_response(request_id: str, user_id: int, candidates: Sequence[Candidate], scored: Scored | None,
-                       k: int, model: ModelInfo, rows: OnlineRows, total_s: float) -> RecommendResponse:
-    """The top-k of the ranked candidates (none when no source proposed any)."""
-    items = rank(candidates, scored.scores, k) if scored is not None else []
+                       k: int, model: ModelInfo, rows: OnlineRows, total_s: float, ranker: ModelInfo | None = None,
+                       ranker_scores: np.ndarray | None = None) -> RecommendResponse:
+    """The top-k of the ranked candidates (none when no source proposed any); ``ranker``: the learning-to-rank
+    model that gave ``ranker_scores`` (None: the propensity model ranked)."""
+    items = rank(candidates, scored.scores, k, ranker_scores) if scored is not None else []
     spent = scored if scored is not None else Scored(model, rows, [], [], None, np.empty(0), 0.0, 0.0)
     return RecommendResponse(request_id=request_id, user_id=user_id, cold_start=not rows.user_found(),
-                             model=model_ref(model), items=items, candidates=len(candidates),
-                             freshness=freshness(rows), timing=timing(spent, total_s))
+                             model=model_ref(model), ranker=model_ref(ranker or model), items=items,
+                             candidates=len(candidates), freshness=freshness(rows), timing=timing(spent, total_s))
 
 
 def utc_iso(moment: datetime) -> str:

@@ -80,7 +80,7 @@ class PredictRequest(Request):
 
 
 class RecommendRequest(Request):
-    """The top-k products for a shopper, ranked by the champion."""
+    """The top-k products for a shopper, ranked by the ranker champion or else the propensity champion."""
 
     user_id: int = Field(ge=0, le=MAX_ID, description="The shopper.")
     k: int = Field(10, ge=1, le=MAX_K, description=f"How many products, 1 to {MAX_K}.")
@@ -160,7 +160,9 @@ class PredictResponse(BaseModel):
 class RecommendedItem(BaseModel):
     rank: int
     product_id: int
-    score: float
+    score: float = Field(description="The propensity model's purchase probability.")
+    ranker_score: float | None = Field(None, description="The learning-to-rank model's score, by which the items "
+                                                         "are ranked when it ranks (null: ranked by `score`).")
     source: str = Field(description="The candidate source that proposed it first.")
     sources: list[str]
 
@@ -170,6 +172,8 @@ class RecommendResponse(BaseModel):
     user_id: int
     cold_start: bool
     model: ModelRef
+    ranker: ModelRef = Field(description="The model that ranked the items: the learning-to-rank champion "
+                                         "(freshcart-ranker) or the propensity model itself.")
     items: list[RecommendedItem]
     candidates: int = Field(description="Candidates ranked.")
     freshness: Freshness

@@ -2,9 +2,9 @@
 
 ``bentos/service.py`` adapts it to HTTP; tests and the benchmark call it directly.
 :meth:`ScoringService.start` reads the catalogue, the Feast registry and the
-champion, and starts three background threads: one checks the model alias every
-``serving_reload_seconds`` (a new version is loaded beside the old one and swapped
-in), one refreshes the trending and popular products, and one adds the purchases
+champion, and starts three background threads: one checks the model alias and the
+ranker (:mod:`freshcart.serving.ranking`) every ``serving_reload_seconds`` (a new
+version is loaded beside the old one and swapped in), one refreshes the trending and popular products, and one adds the purchases
 of the events topic to the catalogue (:mod:`freshcart.serving.purchases`). A request takes the
 current model once and reports its version; the online store or the registry
 being down raises :class:`ServiceUnavailable`, whose message says which.
@@ -17,18 +17,19 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Sequence
 
 from freshcart.privacy.pseudonym import pseudonymiser_for
 from freshcart.serving.background import run_every
 from freshcart.serving.assemble import USER_VIEWS, Candidates, OnlineRows, build_model_input
-from freshcart.serving.candidates import default_sources, gather_candidates, shopper_context
+from freshcart.serving.candidates import default_sources, gather_proposals, shopper_context
 from freshcart.serving.catalogue import Catalogue, load_catalogue
 from freshcart.serving.explain import explain as explain_rows
 from freshcart.serving.features import OnlineFeatureReader, OnlineStoreUnavailable, ProductCache, ViewRows
 from freshcart.serving.metrics import ServingMetrics
 from freshcart.serving.model import ModelHolder, ServingModel
 from freshcart.serving.prediction_log import PredictionLog, PredictionRecord
+from freshcart.serving.ranking import ServingRanker, load_ranker_version, ranker_columns, ranker_version
 from freshcart.serving.purchases import PurchaseFollower
 from freshcart.serving.respond import Scored, predict_response, recommend_response
 from freshcart.serving.schemas import (
@@ -73,6 +74,8 @@ class ScoringService:
         self.reader: OnlineFeatureReader | None = None
         self.products: ProductCache | None = None
         self.holder: ModelHolder | None = None
+        self.rankers: ModelHolder | None = None
+        """The learning-to-rank champion's holder (its ``current`` is None while the propensity model ranks)."""
         self.index: TrendingIndex | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -86,8 +89,9 @@ class ScoringService:
             self.catalogue = load_catalogue(self.settings)
         self.index = TrendingIndex(self.catalogue)
         self._connect()
-        if self.reader is not None and self.holder is not None:
+        if self.reader is not None and self.holder is not None and self.rankers is not None:
             self.holder.check()
+            self.rankers.check()
             self.refresh_index()
         if background:
             self.purchases = PurchaseFollower(self.settings, self.catalogue)
@@ -114,6 +118,8 @@ class ScoringService:
                 self.products = ProductCache(self.reader, self.settings.serving_product_cache_seconds)
                 supplied = {"product_id", "category_id", "price"} | self.reader.served.columns()
                 self.holder = ModelHolder(self.settings, supplied, self.metrics.model_event)
+                self.rankers = ModelHolder(self.settings, supplied, self.metrics.ranker_event, find=ranker_version,
+                                           load=lambda v: load_ranker_version(v, supplied, self.source_names()))
             return self.reader
 
     def stop(self) -> None:
@@ -130,8 +136,14 @@ class ScoringService:
             self._connect()
         except ServiceUnavailable:
             return False
-        assert self.holder is not None
-        return self.holder.check()
+        assert self.holder is not None and self.rankers is not None
+        changed = self.holder.check()
+        return self.rankers.check() or changed
+
+    def source_names(self) -> list[str]:
+        """The candidate sources of /recommend, in blend order (the ranker's source columns)."""
+        assert self.index is not None
+        return [source.name for source in default_sources(self.index, self.reader, self.settings)]
 
     def refresh_index(self) -> None:
         if self.reader is not None and self.index is not None:
@@ -169,8 +181,10 @@ class ScoringService:
         return {view: self.reader.read(view, [(user_id,)]) for view in USER_VIEWS}
 
     def score(self, model: ServingModel, user_id: int, product_ids: list[int], moment: datetime,
-              user: dict[str, ViewRows] | None = None, explain_top: int = 0) -> Scored:
-        """Read the features, build the model input, score (and explain) the products for the user."""
+              user: dict[str, ViewRows] | None = None, explain_top: int = 0,
+              columns: Sequence[str] | None = None) -> Scored:
+        """Read the features, build the model input (``columns``: those to build, by default the model's),
+        score (and explain) the products for the user."""
         reader, catalogue = self._connect(), self.catalogue or Catalogue()
         started = time.perf_counter()
         try:
@@ -188,7 +202,7 @@ class ScoringService:
         current = products.values.get("current_price", [None] * len(product_ids))
         prices = [now if now is not None else catalogue.price.get(p) for p, now in zip(product_ids, current)]
         rows = OnlineRows(user, products, user_categories)
-        table = build_model_input(Candidates(product_ids, categories, prices), rows, moment, model.columns)
+        table = build_model_input(Candidates(product_ids, categories, prices), rows, moment, columns or model.columns)
         assembled = time.perf_counter()
         scores = model.predict(table)
         explanations = explain_rows(model, table, explain_top) if explain_top else None
@@ -264,6 +278,7 @@ class ScoringService:
             rid = request_id or uuid.uuid4().hex
             moment = _utc(request.event_time)
             model = self._model()
+            ranker: ServingRanker | None = self.rankers.current if self.rankers else None
             try:
                 user = self._user_rows(request.user_id)
             except OnlineStoreUnavailable as exc:
@@ -280,15 +295,18 @@ class ScoringService:
             since = (moment - timedelta(days=days)).timestamp()
             exclude = catalogue.purchased_since(request.user_id, since) if days > 0 else set()
             assert self.index is not None
-            candidates = gather_candidates(default_sources(self.index, self.reader, self.settings), context, CANDIDATES,
-                                           exclude)
-            scored = None
+            gathered = gather_proposals(default_sources(self.index, self.reader, self.settings), context, CANDIDATES,
+                                        exclude)
+            candidates, scored, ranked = gathered.candidates, None, None
             if candidates:
-                scored = self.score(model, request.user_id, [c.product_id for c in candidates], moment, user=user)
+                columns = model.columns if ranker is None else ranker_columns(model.columns)
+                scored = self.score(model, request.user_id, [c.product_id for c in candidates], moment, user=user,
+                                    columns=columns)
+                ranked = ranker.rank(scored, gathered, request.user_id, moment) if ranker is not None else None
                 self._log(rid, moment, "recommend", request.user_id, scored, [c.source for c in candidates])
             rows = scored.rows if scored is not None else OnlineRows(user, ViewRows("product_activity", [], {}, []),
                                                                       ViewRows("user_category", [], {}, []))
             return recommend_response(rid, request.user_id, candidates, scored, request.k, model.info, rows,
-                                      time.perf_counter() - started)
+                                      time.perf_counter() - started, ranker.info if ranker else None, ranked)
 
         return self._timed("recommend", work)
