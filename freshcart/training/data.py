@@ -64,9 +64,20 @@ ABSOLUTE_TIME_COLUMNS = ("user_activity__last_event_ts",)
 """Features that are points in time: a model reads the on-demand ``seconds_since_last_event`` instead."""
 
 
+RATE_INPUT_COLUMNS = ("user_activity__views_30d", "user_activity__carts_30d", "user_activity__wishlists_30d",
+                      "user_activity__distinct_products_30d", "product_activity__views_30d",
+                      "product_activity__carts_30d", "product_activity__purchases_30d",
+                      "user_category__category_carts_30d")
+"""30-day counts a model reads only through their rates (:data:`DERIVED_COLUMNS`): as columns of their own
+they add little beside the 7-day counts and the rates, yet cost training time and let the attention model
+overfit a small shop."""
+
+
 def tabular_columns() -> list[str]:
-    """Stored and on-demand feature columns that are numbers (lists are handled separately)."""
-    return [c for c in feature_columns() if c not in LIST_COLUMNS and c not in ABSOLUTE_TIME_COLUMNS]
+    """Stored and on-demand feature columns that are numbers and model columns of their own (lists are
+    handled separately)."""
+    left_out = {*LIST_COLUMNS, *ABSOLUTE_TIME_COLUMNS, *RATE_INPUT_COLUMNS}
+    return [c for c in feature_columns() if c not in left_out]
 
 
 def model_input_columns() -> list[str]:
