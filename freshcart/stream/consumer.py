@@ -67,6 +67,9 @@ CONSUMER_SETTINGS = ("profile", "data_dir", "events_topic", "product_topic", "dl
 """Settings a `freshcart stream consume` child process takes from the process that starts it."""
 FORWARD_CHUNK = 4000  # events per re-partitioned message (well under the broker's message limit)
 DELTA_CHUNK = 20_000  # neighbour deltas per message, about (cut between source offsets only)
+STALE_ROWS_PER_CHECKPOINT = 20_000
+"""Neighbour rows rewritten per product partition and checkpoint because their neighbours' normalisers changed
+(the rest at the next ones; all of them at shutdown): a checkpoint's pause stays bounded on a large catalogue."""
 BACKOFF_MAX_S = 30.0
 REJOIN_AFTER_S = 60.0
 """Seconds without an assignment, from the start of a rebalance, before the consumer leaves the group
@@ -374,13 +377,14 @@ class StreamProcessor:
                     lo = hi
         self.forward_deltas = {}
 
-    def flush(self, checkpoint: bool = False) -> None:
+    def flush(self, checkpoint: bool = False, final: bool = False) -> None:
         """Close the micro-batch: forward events, hand the changed rows to the writer thread (at a ``checkpoint``
-        also the neighbour rows whose neighbours' normalisers changed)."""
+        also neighbour rows whose neighbours' normalisers changed: some, or all of them when ``final``)."""
         self._send_forwarded()
         for slot in self.slots.values():
             if isinstance(slot.task, ProductTask):
-                slot.changed.update(slot.task.neighbour_keys(checkpoint))
+                slot.changed.update(slot.task.neighbour_keys(
+                    checkpoint, None if final else STALE_ROWS_PER_CHECKPOINT))
             for key in slot.changed:
                 for row in slot.task.rows_of(key):
                     slot.pending[(row.view, row.key)] = row
@@ -439,7 +443,7 @@ class StreamProcessor:
                 time.sleep(delay)
                 delay = min(BACKOFF_MAX_S, delay * 2)
 
-    def checkpoint(self, commit: bool = True) -> None:
+    def checkpoint(self, commit: bool = True, final: bool = False) -> None:
         """Close a checkpoint and hand its slow half to the checkpoint thread (:mod:`freshcart.stream.saving`).
 
         Here, on the loop: the previous checkpoint is awaited (one at a time), the micro-batch is
@@ -451,7 +455,7 @@ class StreamProcessor:
         assert self.producer is not None
         started = time.perf_counter()
         self.collect_checkpoint(wait=True)
-        self.flush(checkpoint=True)
+        self.flush(checkpoint=True, final=final)
         self.wait_for_write()
         self._retry("producer flush", lambda: self.producer.flush(timeout=30))
         parts = []
@@ -601,7 +605,7 @@ class StreamProcessor:
                 if self.max_idle_s is not None and now - last_message >= self.max_idle_s:
                     log.info("no message for %.0fs; stopping", self.max_idle_s)
                     break
-            self.checkpoint()
+            self.checkpoint(final=True)
             self.collect_checkpoint(wait=True)
         finally:
             self.running = False

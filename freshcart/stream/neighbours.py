@@ -15,9 +15,10 @@
 
 When rows are written: with each micro-batch, the rows of the products whose pairs or own normaliser
 changed (the session's products), with the other partitions' normalisers as of the last checkpoint;
-at each checkpoint, after those normalisers are applied (vectorised), also every row whose neighbours'
-normalisers changed. So after a checkpoint every row is exact; between two, a session's products are
-fresh and their weights may lag by what other partitions' products gained since.
+at each checkpoint, after those normalisers are applied (vectorised), also the rows whose neighbours'
+normalisers changed (a bounded number per checkpoint, the rest at the next; all at shutdown; all once
+after a restore, as what was written before is not known). So the rows are exact once those are written;
+until then a session's products are fresh and their weights may lag by what other products gained.
 
 Exact means: a product's row equals ``build_cooccurrence`` over the same events with ``as_of`` the midnight
 after the latest day the partition has seen (up to float rounding). Two limits: a session is taken to be
@@ -28,6 +29,7 @@ first midnight is counted whole until that day drops out (the batch counts only 
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -213,6 +215,7 @@ class NeighbourState:
         self.norm_changed: dict[int, set[int]] = {SEEN: set(), BOUGHT: set()}
         self.changed: set[int] = set()  # items changed since the last changelog records
         self.emptied: set[int] = set()  # rows that lost their last pair (their empty row is written once)
+        self.stale: set[int] = set()  # rows whose neighbours' normalisers changed, not rewritten yet
         self.deferred: list[np.ndarray] = []  # other partitions' products' normaliser deltas, not applied yet
         self._unit = config.half_life_hours * 3600e6
 
@@ -345,16 +348,20 @@ class NeighbourState:
         self.emptied = set()
         return rows
 
-    def take_stale(self) -> set[int]:
-        """The rows whose neighbours' normalisers changed since the last call (written at checkpoints:
-        a popular product's new session changes many rows a little); clears the sets."""
+    def take_stale(self, limit: int | None = None) -> set[int]:
+        """Rows whose neighbours' normalisers changed (written at checkpoints: a popular product's new session
+        changes many rows a little), at most ``limit`` of them; the rest wait for the next call."""
         self.apply_deferred()
-        rows: set[int] = set()
         for code, pair_code in ((SEEN, VIEWED), (BOUGHT, BOUGHT_PAIR)):
             reverse = self.reverse[pair_code]
             for b in self.norm_changed[code]:
-                rows.update(reverse.get(b, ()))
+                self.stale.update(reverse.get(b, ()))
             self.norm_changed[code] = set()
+        if limit is None or len(self.stale) <= limit:
+            rows, self.stale = self.stale, set()
+            return rows
+        rows = set(itertools.islice(self.stale, limit))
+        self.stale -= rows
         return rows
 
     def row(self, product: int) -> dict[str, object]:
@@ -390,7 +397,8 @@ class NeighbourState:
                 self.items[product] = item
         self.reference_us, self.day = reference_us, day
         self.reverse = {VIEWED: {}, BOUGHT_PAIR: {}}
-        for product, item in self.items.items():
+        self.stale = {p for p, item in self.items.items() if item.viewed_with or item.bought_after}  # as they were
+        for product, item in self.items.items():  # written is not known: every row is rewritten once
             for b in item.viewed_with:
                 self.reverse[VIEWED].setdefault(b, set()).add(product)
             for b in item.bought_after:

@@ -290,12 +290,12 @@ class ProductTask:
             self.meta.applied_deltas[src_partition] = max(start, int(rows[-1, 0]) + 1)
         return int(rows.shape[0] - np.count_nonzero(new))
 
-    def neighbour_keys(self, checkpoint: bool = False) -> set[tuple[str, int]]:
+    def neighbour_keys(self, checkpoint: bool = False, stale_limit: int | None = None) -> set[tuple[str, int]]:
         """The neighbour rows to write: the products whose pairs or normaliser changed, and at a checkpoint
-        (``checkpoint``) also those whose neighbours' normalisers changed."""
+        (``checkpoint``) also those whose neighbours' normalisers changed (at most ``stale_limit`` of those)."""
         products = self.neighbours.take_dirty()
         if checkpoint:
-            products |= self.neighbours.take_stale()
+            products |= self.neighbours.take_stale(stale_limit)
         return {(NEIGHBOUR_VIEW, product) for product in products}
 
     def rows_of(self, key: int | tuple[str, int]) -> list[FeatureRow]:

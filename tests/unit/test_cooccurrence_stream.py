@@ -177,9 +177,22 @@ def test_checkpoint_records_restore_the_neighbour_state(simulated: list[Event]) 
         restored.apply(stages.product_offsets[0], value)
         stages.product_offsets[0] += 1
     assert [task.neighbours.row(p) for p in products] != before
-    assert restored.neighbour_keys(True) == task.neighbour_keys(True)
+    assert restored.neighbour_keys(True) >= task.neighbour_keys(True)  # a restored task rewrites every row once
     assert [restored.neighbours.row(p) for p in task.neighbours.items] == \
         [task.neighbours.row(p) for p in task.neighbours.items]
+
+
+def test_stale_rows_are_written_a_bounded_number_at_a_time(simulated: list[Event]) -> None:
+    stages = TwoStages()
+    stages.send(simulated[:2000], bounds_for(simulated))
+    task = stages.products[0]
+    for value in stages.forward(simulated[2000:3000], bounds_for(simulated))[0]:
+        task.apply(stages.product_offsets[0], value)
+    task.neighbours.take_dirty()
+    first = task.neighbour_keys(checkpoint=True, stale_limit=5)
+    rest = task.neighbour_keys(checkpoint=True)
+    assert len(first) == 5 and len(rest) > 5 and not first & rest
+    assert task.neighbour_keys(checkpoint=True) == set()
 
 
 def test_mismatches_name_what_differs() -> None:
