@@ -11,7 +11,16 @@ the trivial endpoint (/ping) and of /predict (one known shopper, 100 candidates)
 and the mean feature-read and model time per /predict (from the service's own metrics). Then
 10,000 mixed requests, 5% of them malformed, count the 5xx answers.
 
+With ``--endpoint recommend`` the runs are of /recommend (the known shopper, top 10 of 100
+candidates) ranked by the propensity champion and by a ranker champion (``freshcart-ranker``
+with ``serving_ranker=ranker``), alternating with /ping: before each run the tag is set and the
+run waits until every worker answers with that ranker. The ranker is registered once per data
+dir: a booster of the ranker's full size (``RankerParams``: 300 rounds of depth 6) fitted to
+random rows of the service's input columns, which costs what a trained one of that size costs
+to score (its ranking quality is not the point here).
+
     .venv/bin/python bench/bench_serving.py [--profile local|production] [--seconds 10] [--rounds 3]
+        [--endpoint predict|recommend]
 
 The production profile needs `FRESHCART_PROFILE=production freshcart services up` (Redis, PostgreSQL).
 """
@@ -62,6 +71,58 @@ def build_shop(settings: Settings) -> None:
         _, path, _ = load_or_build(settings, days[1], days[4])
         train_model(settings, "xgboost", training_set=path)
         promote(settings)
+
+
+SOURCES = ["session", "recent", "co_viewed", "co_bought", "sknn", "trending", "popular"]
+"""The service's candidate sources with the online store (freshcart.serving.candidates.default_sources)."""
+
+
+def register_bench_ranker(settings: Settings) -> str:
+    """The ranker champion of the bench shop (registered once; see the module)."""
+    import numpy as np
+    import xgboost as xgb
+
+    from freshcart.recommendation.ranker import RankerModel, RankerParams
+    from freshcart.recommendation.ranker_registry import RANKER_MODEL, register_ranker
+    from freshcart.serving.ranking import buildable_columns
+    from freshcart.training.registry import CHAMPION, connect, version_by_alias
+
+    client = connect(settings)
+    try:
+        champion = version_by_alias(client, RANKER_MODEL, CHAMPION)
+    except Exception:  # noqa: BLE001 - no registered ranker yet
+        champion = None
+    if champion is not None:
+        return str(champion.version)
+    names = buildable_columns(SOURCES)
+    params = RankerParams()
+    rng = np.random.default_rng(1)
+    x = rng.random((20_000, len(names))).astype(np.float32)
+    label = (rng.random(20_000) < 0.05).astype(np.float32)
+    booster_params = {**params.booster_params(), "nthread": 2, "min_child_weight": 1.0}
+    booster = xgb.train(booster_params, xgb.DMatrix(x, label=label, qid=np.repeat(np.arange(200), 100),
+                                                    feature_names=names), num_boost_round=params.max_rounds)
+    model = RankerModel(booster=booster, feature_names=names, best_iteration=params.max_rounds - 1)
+    version = register_ranker(settings, model, {}, {"what": "bench: full-size booster on random rows"})
+    client.set_registered_model_alias(RANKER_MODEL, CHAMPION, version)
+    return version
+
+
+def use_ranker(settings: Settings, url: str, request: dict, ranker: str) -> None:
+    """Set ``serving_ranker`` to ``ranker`` (or ``propensity``) and wait until 40 answers in a row rank so."""
+    from freshcart.recommendation.ranker_registry import RANKER_MODEL, SERVING_RANKER_TAG
+    from freshcart.training.registry import connect
+
+    connect(settings).set_registered_model_tag(RANKER_MODEL, SERVING_RANKER_TAG, ranker)
+    wanted = RANKER_MODEL if ranker == "ranker" else settings.registered_model
+    deadline, streak = time.monotonic() + 120, 0
+    while streak < 40:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the service did not switch to serving_ranker={ranker} within 120 s")
+        answer = httpx.post(f"{url}/recommend", json=request, timeout=10)
+        streak = streak + 1 if answer.status_code == 200 and answer.json()["ranker"]["name"] == wanted else 0
+        if streak == 0:
+            time.sleep(0.5)
 
 
 class OpenLoop:
@@ -163,6 +224,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each endpoint per rate")
     parser.add_argument("--rates", default="50,100,200,400")
     parser.add_argument("--mixed", type=int, default=10_000, help="requests of the malformed-input run")
+    parser.add_argument("--endpoint", choices=["predict", "recommend"], default="predict",
+                        help="recommend: /recommend ranked by the propensity model and by a ranker champion")
     args = parser.parse_args()
 
     from freshcart.serving.catalogue import load_catalogue
@@ -171,36 +234,47 @@ def main() -> None:
     base = load_settings(profile=args.profile)
     settings = load_settings(profile=args.profile, data_dir=base.data_dir / "bench" / "serving",
                              secrets_dir=base.secrets_path, training_threads=1,
-                             xgb_max_rounds=80)
+                             xgb_max_rounds=80, serving_reload_seconds=2.0)
     started = time.perf_counter()
     build_shop(settings)
     print(f"shop ready in {time.perf_counter() - started:.0f} s ({settings.data_dir}, {args.profile} profile)")
     catalogue = load_catalogue(settings)
     user = max(catalogue.purchases, key=lambda u: len(catalogue.purchases[u]))
     products = sorted(catalogue.category)[:100]
+    recommend_body = {"user_id": user, "k": 10}
+    if args.endpoint == "recommend":
+        print(f"ranker champion: freshcart-ranker v{register_bench_ranker(settings)}")
     port = free_port()
     service = start_service(settings, port, settings.logs_dir / "bench-serving.log")
     try:
         loop = OpenLoop("127.0.0.1", port)
         predict = http_post("/predict", json.dumps({"user_id": user, "product_ids": products}).encode())
         ping = http_post("/ping", b"{}")
-        asyncio.run(loop.run([predict] * 200 + [ping] * 200, 100))  # warm-up
+        recommend = http_post("/recommend", json.dumps(recommend_body).encode())
+        variants = [("ping", ping, None), ("predict", predict, None)] if args.endpoint == "predict" else \
+            [("ping", ping, None), ("rec", recommend, "propensity"), ("rec+rank", recommend, "ranker")]
+        asyncio.run(loop.run([predict if args.endpoint == "predict" else recommend] * 200 + [ping] * 200, 100))
         rows = []
         for rate in [float(r) for r in args.rates.split(",")]:
             n = int(rate * args.seconds)
-            runs: dict[str, list[dict[str, float]]] = {"ping": [], "predict": []}
-            before = metric_sums(service.url)
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in variants}
+            spent: dict[str, dict[str, float]] = {name: {} for name, _, _ in variants}
             for _ in range(args.rounds):
-                for name, request in (("ping", ping), ("predict", predict)):
+                for name, request, ranker in variants:
+                    if ranker is not None:
+                        use_ranker(settings, service.url, recommend_body, ranker)
+                    before = metric_sums(service.url)
                     results = asyncio.run(loop.run([request] * n, rate))
+                    after = metric_sums(service.url)
                     runs[name].append(percentiles(results))
-            after = metric_sums(service.url)
-            for name in ("ping", "predict"):
+                    for key in after:
+                        spent[name][key] = spent[name].get(key, 0.0) + after[key] - before.get(key, 0.0)
+            for name, _, _ in variants:
                 med = {k: statistics.median(r[k] for r in runs[name]) for k in ("p50", "p95", "p99")}
+                scored = name != "ping"
                 rows.append((rate, name, med, sum(r["errors"] for r in runs[name]), [r["p99"] for r in runs[name]],
-                             split_ms(before, after, "freshcart_serving_feature_read_seconds") if name == "predict"
-                             else None,
-                             split_ms(before, after, "freshcart_serving_model_seconds") if name == "predict" else None))
+                             split_ms({}, spent[name], "freshcart_serving_feature_read_seconds") if scored else None,
+                             split_ms({}, spent[name], "freshcart_serving_model_seconds") if scored else None))
         print(f"\nopen-loop load, {args.profile} profile, {settings.serving_workers} worker(s), {args.rounds} x "
               f"{args.seconds:.0f} s runs per endpoint and rate, alternating; medians over the runs (ms)")
         print(f"{'rate/s':>7} {'endpoint':>8} {'p50':>7} {'p95':>7} {'p99':>7} {'errors':>6}  {'features':>8} "
@@ -209,10 +283,13 @@ def main() -> None:
             extra = f"{feat:8.2f} {model:6.2f}" if feat is not None else f"{'':8} {'':6}"
             print(f"{rate:7.0f} {name:>8} {med['p50']:7.2f} {med['p95']:7.2f} {med['p99']:7.2f} {errors:6d}  {extra}  "
                   + ", ".join(f"{p:.1f}" for p in p99s))
-        ratios = {r[0]: r[2]["p99"] for r in rows if r[1] == "predict"}
         floors = {r[0]: r[2]["p99"] for r in rows if r[1] == "ping"}
-        for rate in ratios:
-            print(f"p99 /predict / p99 /ping at {rate:.0f}/s: {ratios[rate] / floors[rate]:.2f}")
+        for name in [v[0] for v in variants if v[0] != "ping"]:
+            for rate, p99 in ((r[0], r[2]["p99"]) for r in rows if r[1] == name):
+                print(f"p99 {name} / p99 /ping at {rate:.0f}/s: {p99 / floors[rate]:.2f}")
+        if args.endpoint == "recommend":
+            use_ranker(settings, service.url, recommend_body, "propensity")  # as the shop was before the run
+            print("(the model column of rec+rank includes the ranker's input and scoring)")
 
         rng = random.Random(7)
         bad = [b'{"user_id": -1, "product_ids": [1]}', b"{not json", b'{"user_id": 1, "product_ids": []}',
