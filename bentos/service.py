@@ -96,7 +96,8 @@ class _Scoring:
 
     @bentoml.api(route="/recommend")
     async def recommend(self, request: RecommendRequest, /, ctx: bentoml.Context) -> RecommendResponse:
-        """The top-k products for the shopper, each with its score and the candidate source that proposed it."""
+        """The top-k products for the shopper, ranked by the ranker champion (while the registry's ``serving_ranker``
+        tag says ``ranker``) or the propensity champion, each with its scores and the candidate source."""
         try:
             return _json(self.core.recommend(request, _request_id(ctx)))  # type: ignore[return-value]
         except ServiceUnavailable as exc:
