@@ -141,6 +141,10 @@ class _Pair:
     day_carts: dict[int, int] = field(default_factory=dict)
     day_log_price: dict[int, list[float]] = field(default_factory=dict)  # day -> [sum of log1p(price), views]
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """Unpickle, also a checkpoint written before carts were counted per pair (it has none yet)."""
+        self.__dict__.update({"day_carts": {}, **state})
+
 
 @dataclass
 class FeatureRow:

@@ -235,3 +235,16 @@ def test_stream_gives_the_hand_computed_thirty_day_rows():
     assert (pair["category_views_30d"], pair["category_carts_30d"]) == (2, 1)
     report = run_parity(events_table(MONTH), [at(10, 2), at(23, 0, day=10), at(10, 0, day=35)])
     assert report.ok, report.summary()
+
+
+def test_a_checkpointed_pair_from_before_cart_counts_restores_without_carts():
+    import pickle
+
+    from freshcart.features.stream import _Pair
+
+    pair = _Pair(day_views={3: 2})
+    del pair.__dict__["day_carts"]  # as a checkpoint written before carts were counted per pair
+    restored = pickle.loads(pickle.dumps(pair))
+    assert (restored.day_views, restored.day_carts) == ({3: 2}, {})
+    current = _Pair(day_carts={3: 1})
+    assert pickle.loads(pickle.dumps(current)).day_carts == {3: 1}
