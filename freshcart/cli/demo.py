@@ -3,7 +3,8 @@
 Simulates a week of shop traffic, replays a slice of it through the Kafka
 broker and consumes it back, lands and ingests the week into the offline
 store, builds the feature tables, applies the Feast repository, materialises
-the online store and reads a few rows back, builds a training set, trains and
+the online store, builds the candidates (co-occurrence neighbours, session index,
+quotas) and reads a few rows back, builds a training set, trains and
 registers a champion model, runs the stream processor on live traffic (one
 shopper's online features change as their session goes on), starts the scoring
 service (that shopper's recommendations move with their next clicks), and closes
@@ -89,6 +90,7 @@ def _features(settings: Settings, console: Console, start: date, end: date) -> N
     from freshcart.features.materialize import materialize
     from freshcart.features.store import apply, feature_store
     from freshcart.features.tables import build_feature_tables, read_feature_table
+    from freshcart.recommendation.neighbour_tables import build_neighbour_tables, choose_quotas
 
     built = build_feature_tables(settings, start, end)
     console.print(f"feature tables [{start}, {end}): " + ", ".join(
@@ -103,6 +105,14 @@ def _features(settings: Settings, console: Console, start: date, end: date) -> N
     console.print(f"materialised [{start}, {end}) into the {done.online_store} online store with the "
                   f"{done.writer}: {rows:,} entity rows (" + ", ".join(
                       f"{view.view} {view.entity_rows:,}" for view in done.views) + f") in {done.seconds:.1f}s")
+
+    neighbours = build_neighbour_tables(settings, _midnight(end))
+    quotas = choose_quotas(settings, _midnight(end), log_run=False)
+    console.print(f"candidates: {neighbours.co_viewed_pairs:,} co-viewed and {neighbours.co_bought_pairs:,} "
+                  f"co-bought pairs, {neighbours.online_rows:,} products' neighbours online, a session index of "
+                  f"{neighbours.sessions:,} sessions; quotas of 100 chosen by replaying the last day's "
+                  f"{quotas.get('queries', 0):,} purchases and carts: " + ", ".join(
+                      f"{name} {quota}" for name, quota in quotas.get("quotas", {}).items()))
 
     users = read_feature_table(settings, "user_activity", end - timedelta(days=1), end)
     sample = users.slice(users.num_rows - 3, 3).to_pylist()
@@ -184,7 +194,7 @@ def run_demo(settings: Settings, console: Console) -> None:
     steps.start("3. land and ingest into the offline store")
     start, end = _offline_store(settings, console, out_dir)
 
-    steps.start("4. features: tables, feast apply, materialise, online rows")
+    steps.start("4. features: tables, feast apply, materialise, candidates, online rows")
     _features(settings, console, start, end)
 
     steps.start("5. a point-in-time training set")

@@ -62,7 +62,7 @@ from freshcart.stream.sinks import OfflineWriter, OnlineWriter, group_by_view, o
 log = logging.getLogger("freshcart.stream")
 CONSUMER_SETTINGS = ("profile", "data_dir", "events_topic", "product_topic", "dlq_topic", "stream_group",
                      "stream_batch_size", "stream_max_wait_ms", "stream_checkpoint_seconds",
-                     "stream_allowed_lateness_seconds", "stream_metrics_port", "redis_url", "postgres_url",
+                     "stream_allowed_lateness_seconds", "stream_neighbours", "stream_metrics_port", "redis_url", "postgres_url",
                      "secrets_dir")
 """Settings a `freshcart stream consume` child process takes from the process that starts it."""
 FORWARD_CHUNK = 4000  # events per re-partitioned message (well under the broker's message limit)

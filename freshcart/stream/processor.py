@@ -165,8 +165,10 @@ class UserTask:
     kind = USER
 
     def __init__(self, partition: int, lateness_us: int,
-                 cooccurrence: CooccurrenceConfig = CooccurrenceConfig()) -> None:
+                 cooccurrence: CooccurrenceConfig = CooccurrenceConfig(), neighbours: bool = True) -> None:
         self.partition = partition
+        self.neighbours = neighbours
+        """Whether the session's co-occurrence deltas are sent on (``FRESHCART_STREAM_NEIGHBOURS``)."""
         self.lateness_us = lateness_us
         self.features = FeatureState()
         self.session_pairs = SessionPairs(cooccurrence)
@@ -205,7 +207,7 @@ class UserTask:
                               event.price, produced_ms)
         deltas = self.session_pairs.update(event.user_id, event.user_session,
                                            self.features.users[event.user_id].sessions[event.user_session],
-                                           (t_us, event.event_id))
+                                           (t_us, event.event_id)) if self.neighbours else []
         return Outcome(rows=pair_rows, user_id=event.user_id, forwarded=forwarded, deltas=deltas)
 
     def rows_of(self, user_id: int) -> list[FeatureRow]:

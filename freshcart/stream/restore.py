@@ -53,7 +53,8 @@ class Restored:
 
 def new_task(settings: Settings, tp: TopicPartition) -> UserTask | ProductTask:
     if tp.topic == settings.events_topic:
-        return UserTask(tp.partition, settings.stream_allowed_lateness_seconds * 1_000_000)
+        return UserTask(tp.partition, settings.stream_allowed_lateness_seconds * 1_000_000,
+                        neighbours=settings.stream_neighbours)
     return ProductTask(tp.partition)
 
 

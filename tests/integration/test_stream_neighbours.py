@@ -23,6 +23,11 @@ from tests.integration.test_stream import (
 __all__ = ["applied_local", "local_stream", "production_stream"]  # the fixtures, shared with test_stream.py
 
 
+def with_neighbours(settings: Settings) -> Settings:
+    """The stream's settings with the neighbours kept fresh (``FRESHCART_STREAM_NEIGHBOURS``, off by default)."""
+    return settings.model_copy(update={"stream_neighbours": True})
+
+
 def jittered(seed: int, n: int) -> tuple[list, list]:
     """Simulated events, and the same shuffled by up to 4 minutes (within the 10 minutes' lateness)."""
     events = simulated(n, seed=seed)
@@ -33,7 +38,7 @@ def jittered(seed: int, n: int) -> tuple[list, list]:
 @pytest.mark.parametrize("profile", ["local", "production"])
 def test_online_neighbours_equal_the_batch_recomputation(profile: str, request: pytest.FixtureRequest,
                                                          tmp_path: Path) -> None:
-    settings: Settings = request.getfixturevalue(f"{profile}_stream")
+    settings = with_neighbours(request.getfixturevalue(f"{profile}_stream"))
     events, order = jittered(seed=31, n=8_000)
     produce(settings, messages_of(order))
     run_until_idle(settings, tmp_path / "consumer.log")
@@ -44,7 +49,7 @@ def test_online_neighbours_equal_the_batch_recomputation(profile: str, request: 
 
 def test_neighbours_after_sigkill_and_restart(local_stream: Settings, tmp_path: Path) -> None:
     """Killed mid-stream twice, restarted: the restored pair sums and the replay give the batch's rows."""
-    settings = local_stream
+    settings = with_neighbours(local_stream)
     events, order = jittered(seed=32, n=20_000)
     produce(settings, messages_of(order))
     log = tmp_path / "consumer.log"

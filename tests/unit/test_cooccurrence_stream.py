@@ -215,3 +215,17 @@ def test_a_neighbour_state_without_contributions_has_empty_lists() -> None:
                             "co_bought_weights": []}
     pairs = SessionPairs(CooccurrenceConfig())
     assert pairs.update(1, "s", [(1, "a", 9, "view")], (1, "a")) == [(1, 9, 0, 1)]
+
+
+def test_a_user_stage_without_neighbours_sends_no_deltas() -> None:
+    events = hand_events()
+    bounds = bounds_for(events)
+    on, off = UserTask(0, LATENESS_US), UserTask(0, LATENESS_US, neighbours=False)
+    sent = {True: 0, False: 0}
+    for offset, event in enumerate(events):
+        for task in (on, off):
+            outcome = task.apply(offset, event.to_json(), 0, bounds)
+            assert outcome.rejection is None and outcome.forwarded is not None
+            sent[task.neighbours] += len(outcome.deltas)
+    assert sent[True] > 0 and sent[False] == 0
+    assert load_settings().stream_neighbours is False  # off unless FRESHCART_STREAM_NEIGHBOURS=true
