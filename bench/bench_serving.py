@@ -8,7 +8,8 @@ connections on raw asyncio sockets, and each latency is measured from the reques
 scheduled time, so a stall shows in every request it delays. For each rate, short runs of
 the trivial endpoint (/ping) and of /predict (one known shopper, 100 candidates) alternate
 --rounds times; the table gives the median over rounds of p50 / p95 / p99 and the errors,
-and the mean feature-read and model time per /predict (from the service's own metrics). Then
+and the mean feature-read, model and whole scoring-logic time (no queueing) per request
+(from the service's own metrics). Then
 10,000 mixed requests, 5% of them malformed, count the 5xx answers.
 
 With ``--endpoint recommend`` the runs are of /recommend (the known shopper, top 10 of 100
@@ -209,6 +210,10 @@ def metric_sums(url: str) -> dict[str, float]:
         for name in ("freshcart_serving_feature_read_seconds", "freshcart_serving_model_seconds"):
             if line.startswith(f"{name}_sum ") or line.startswith(f"{name}_count "):
                 wanted[line.split()[0]] = float(line.split()[1])
+        for endpoint in ("predict", "recommend"):  # the whole scoring logic of a request, without queueing
+            for part in ("sum", "count"):
+                if line.startswith(f'freshcart_serving_latency_seconds_{part}{{endpoint="{endpoint}"}} '):
+                    wanted[f"{endpoint}_logic_{part}"] = float(line.split()[-1])
     return wanted
 
 
@@ -274,13 +279,14 @@ def main() -> None:
                 scored = name != "ping"
                 rows.append((rate, name, med, sum(r["errors"] for r in runs[name]), [r["p99"] for r in runs[name]],
                              split_ms({}, spent[name], "freshcart_serving_feature_read_seconds") if scored else None,
-                             split_ms({}, spent[name], "freshcart_serving_model_seconds") if scored else None))
+                             split_ms({}, spent[name], "freshcart_serving_model_seconds") if scored else None,
+                             split_ms({}, spent[name], f"{args.endpoint}_logic") if scored else None))
         print(f"\nopen-loop load, {args.profile} profile, {settings.serving_workers} worker(s), {args.rounds} x "
               f"{args.seconds:.0f} s runs per endpoint and rate, alternating; medians over the runs (ms)")
         print(f"{'rate/s':>7} {'endpoint':>8} {'p50':>7} {'p95':>7} {'p99':>7} {'errors':>6}  {'features':>8} "
-              f"{'model':>6}  p99 of each run")
-        for rate, name, med, errors, p99s, feat, model in rows:
-            extra = f"{feat:8.2f} {model:6.2f}" if feat is not None else f"{'':8} {'':6}"
+              f"{'model':>6} {'logic':>6}  p99 of each run")
+        for rate, name, med, errors, p99s, feat, model, logic in rows:
+            extra = f"{feat:8.2f} {model:6.2f} {logic:6.2f}" if feat is not None else f"{'':8} {'':6} {'':6}"
             print(f"{rate:7.0f} {name:>8} {med['p50']:7.2f} {med['p95']:7.2f} {med['p99']:7.2f} {errors:6d}  {extra}  "
                   + ", ".join(f"{p:.1f}" for p in p99s))
         floors = {r[0]: r[2]["p99"] for r in rows if r[1] == "ping"}

@@ -58,6 +58,18 @@ class ServingModel:
         """Purchase probabilities of model-input rows (the model's own input functions)."""
         return np.asarray(self.model.predict(table), dtype=np.float64)
 
+    def predict_keeping_matrix(self, table: pa.Table) -> tuple[np.ndarray, tuple[np.ndarray, list[str]] | None]:
+        """The probabilities and, for a model that scores the :func:`~freshcart.training.data.tabular_matrix`
+        (XGBoost), that matrix and its names, which the ranker reads too (built once per request)."""
+        names_trained = getattr(self.model, "feature_names", None)
+        if hasattr(self.model, "predict_matrix") and names_trained is not None:
+            from freshcart.training.data import tabular_matrix
+
+            matrix, names = tabular_matrix(table)
+            if names == names_trained:
+                return np.asarray(self.model.predict_matrix(matrix), dtype=np.float64), (matrix, names)
+        return self.predict(table), None  # the model's own predict (and its error naming differing columns)
+
 
 def check_columns(info: ModelInfo, needed: list[str], supplied: set[str]) -> None:
     """Raise :class:`ModelRefused` when a column the model reads is not among those the service can build."""

@@ -75,7 +75,7 @@ def buildable_columns(source_names: list[str]) -> list[str]:
 
 def ranker_matrix(scored: Scored, gathered: Gathered, user_id: int, moment: datetime) -> tuple[np.ndarray, list[str]]:
     """The ranker's input of the request's candidates, as the replay builds it (see the module)."""
-    model_input, columns = tabular_matrix(scored.inputs)
+    model_input, columns = scored.matrix if scored.matrix is not None else tabular_matrix(scored.inputs)
     table = request_table(gathered.names, gathered.proposals, gathered.exclude, gathered.blended, user_id,
                           int(round(request_seconds(moment) * 1e6)))
     return ranker_inputs(model_input, columns, table, scored.scores)

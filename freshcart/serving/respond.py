@@ -29,6 +29,8 @@ class Scored:
     features_s: float
     model_s: float
     explanations: list[dict[str, Any]] | None = None
+    matrix: tuple[np.ndarray, list[str]] | None = None
+    """The ``tabular_matrix`` of ``inputs`` and its names, when the model scored it (XGBoost)."""
 
 
 def model_ref(info: ModelInfo) -> ModelRef:

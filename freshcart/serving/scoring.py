@@ -204,10 +204,10 @@ class ScoringService:
         rows = OnlineRows(user, products, user_categories)
         table = build_model_input(Candidates(product_ids, categories, prices), rows, moment, columns or model.columns)
         assembled = time.perf_counter()
-        scores = model.predict(table)
+        scores, matrix = model.predict_keeping_matrix(table)
         explanations = explain_rows(model, table, explain_top) if explain_top else None
         scored = Scored(model.info, rows, product_ids, [c is not None for c in categories], table, scores,
-                        assembled - started, time.perf_counter() - assembled, explanations)
+                        assembled - started, time.perf_counter() - assembled, explanations, matrix)
         self.metrics.feature_seconds.observe(scored.features_s)
         self.metrics.model_seconds.observe(scored.model_s)
         if not rows.user_found():
