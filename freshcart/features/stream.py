@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 from freshcart.features import spec
@@ -142,8 +142,10 @@ class _Pair:
     day_log_price: dict[int, list[float]] = field(default_factory=dict)  # day -> [sum of log1p(price), views]
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        """Unpickle, also a checkpoint written before carts were counted per pair (it has none yet)."""
-        self.__dict__.update({"day_carts": {}, **state})
+        """Unpickle, also a checkpoint written before carts were counted per pair (it has none yet); the
+        fields keep their declared order, so a restored pair pickles to the same bytes as the original."""
+        state = {"day_carts": {}, **state}
+        self.__dict__.update({f.name: state[f.name] for f in fields(self)})
 
 
 @dataclass
