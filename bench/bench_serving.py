@@ -295,7 +295,7 @@ def main() -> None:
                 print(f"p99 {name} / p99 /ping at {rate:.0f}/s: {p99 / floors[rate]:.2f}")
         if args.endpoint == "recommend":
             use_ranker(settings, service.url, recommend_body, "propensity")  # as the shop was before the run
-            print("(the model column of rec+rank includes the ranker's input and scoring)")
+            print("(logic includes the ranker's input and scoring; model is the propensity model alone)")
 
         rng = random.Random(7)
         bad = [b'{"user_id": -1, "product_ids": [1]}', b"{not json", b'{"user_id": 1, "product_ids": []}',
