@@ -51,7 +51,7 @@ def test_train_evaluate_trains_both_models_and_registers_a_champion(tmp_path: Pa
         states = dict(db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = 'train_evaluate'"))
     assert states == {name: "success" for name in
                       ("build_training_set", "train_xgboost", "train_din", "evaluate", "promote",
-                       "evaluate_recommendations")}
+                       "evaluate_recommendations", "train_ranker")}
 
     from freshcart.training.registry import CHAMPION, connect, version_by_alias
 
@@ -63,5 +63,9 @@ def test_train_evaluate_trains_both_models_and_registers_a_champion(tmp_path: Pa
     replays = client.search_runs([client.get_experiment_by_name(settings.mlflow_experiment).experiment_id],
                                  "tags.model_version = '" + str(champion.version) + "'")
     assert len(replays) == 1 and "item-knn.purchase.ndcg_at_10" in replays[0].data.metrics
+    from freshcart.recommendation.ranker_registry import RANKER_MODEL
+
+    rankers = client.search_model_versions(f"name = '{RANKER_MODEL}'")  # registered, then gated
+    assert len(rankers) == 1 and rankers[0].tags["ranker_promotion.action"] in ("promoted", "kept")
     built = pq.read_metadata(settings.data_dir / "training" / f"propensity_{first}_{last}.parquet")
     assert built.num_rows == table.num_rows  # the DAG rebuilt the same training set
