@@ -21,6 +21,7 @@ import numpy as np
 import xgboost as xgb
 
 from freshcart.recommendation.candidate_features import CandidateTable, source_columns, source_matrix
+from freshcart.training.xgb_model import check_columns, load_booster, save_booster
 
 PROPENSITY_COLUMN = "propensity_score"
 
@@ -73,28 +74,17 @@ class RankerModel:
 
     def predict_matrix(self, matrix: np.ndarray, names: list[str]) -> np.ndarray:
         """A score per row of a :func:`ranker_inputs` matrix (higher ranks first)."""
-        if names != self.feature_names:
-            missing = [n for n in self.feature_names if n not in names]
-            extra = [n for n in names if n not in self.feature_names]
-            raise ValueError(f"the ranker's input columns differ from those it was trained on (missing: "
-                             f"{', '.join(missing) or 'none'}; new: {', '.join(extra) or 'none'}; or in another "
-                             "order); train the ranker again on the current features")
+        check_columns("ranker", self.feature_names, names)
         return self.booster.inplace_predict(matrix, iteration_range=(0, self.best_iteration + 1),
                                             validate_features=False).astype(np.float64)
 
     def save(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "ranker.json"
-        self.booster.set_attr(best_iteration=str(self.best_iteration))
-        self.booster.save_model(path)
-        return path
+        return save_booster(self.booster, self.best_iteration, folder / "ranker.json")
 
     @classmethod
     def load(cls, path: Path) -> RankerModel:
-        booster = xgb.Booster()
-        booster.load_model(path)
-        return cls(booster=booster, feature_names=list(booster.feature_names or []),
-                   best_iteration=int(booster.attr("best_iteration") or booster.num_boosted_rounds() - 1))
+        booster, best_iteration = load_booster(path)
+        return cls(booster=booster, feature_names=list(booster.feature_names or []), best_iteration=best_iteration)
 
 
 def _matrix(x: np.ndarray, table: CandidateTable, names: list[str], threads: int, max_bin: int,

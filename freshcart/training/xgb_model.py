@@ -70,12 +70,7 @@ class XGBoostModel:
     def predict(self, table: pa.Table) -> np.ndarray:
         """Purchase probabilities of training-set rows (or model inputs with the same columns)."""
         matrix, names = tabular_matrix(table)
-        if names != self.feature_names:
-            missing = [n for n in self.feature_names if n not in names]
-            extra = [n for n in names if n not in self.feature_names]
-            raise ValueError(f"the model's input columns differ from those it was trained on (missing: "
-                             f"{', '.join(missing) or 'none'}; new: {', '.join(extra) or 'none'}; or in another "
-                             "order); retrain the model on the current features")
+        check_columns("model", self.feature_names, names)
         return self.predict_matrix(matrix)
 
     def importance(self) -> dict[str, float]:
@@ -85,19 +80,38 @@ class XGBoostModel:
 
     def save(self, folder: Path) -> Path:
         """Write the booster as JSON under ``folder``; returns the file."""
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "booster.json"
-        self.booster.set_attr(best_iteration=str(self.best_iteration))
-        self.booster.save_model(path)
-        return path
+        return save_booster(self.booster, self.best_iteration, folder / "booster.json")
 
     @classmethod
     def load(cls, path: Path) -> XGBoostModel:
         """Read a booster written by :meth:`save`."""
-        booster = xgb.Booster()
-        booster.load_model(path)
-        return cls(booster=booster, feature_names=list(booster.feature_names or []),
-                   best_iteration=int(booster.attr("best_iteration") or booster.num_boosted_rounds() - 1))
+        booster, best_iteration = load_booster(path)
+        return cls(booster=booster, feature_names=list(booster.feature_names or []), best_iteration=best_iteration)
+
+
+def check_columns(what: str, trained: list[str], given: list[str]) -> None:
+    """Raise ValueError naming the columns when ``given`` differs from the ``trained`` ones (or their order)."""
+    if given != trained:
+        missing = [n for n in trained if n not in given]
+        extra = [n for n in given if n not in trained]
+        raise ValueError(f"the {what}'s input columns differ from those it was trained on (missing: "
+                         f"{', '.join(missing) or 'none'}; new: {', '.join(extra) or 'none'}; or in another "
+                         f"order); train the {what} again on the current features")
+
+
+def save_booster(booster: xgb.Booster, best_iteration: int, path: Path) -> Path:
+    """Write a booster as JSON with its best iteration as an attribute; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    booster.set_attr(best_iteration=str(best_iteration))
+    booster.save_model(path)
+    return path
+
+
+def load_booster(path: Path) -> tuple[xgb.Booster, int]:
+    """A booster written by :func:`save_booster` and its best iteration (the last round when it has none)."""
+    booster = xgb.Booster()
+    booster.load_model(path)
+    return booster, int(booster.attr("best_iteration") or booster.num_boosted_rounds() - 1)
 
 
 def train_xgboost(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,

@@ -254,3 +254,19 @@ def test_each_epoch_is_reported_and_the_model_loads_back(trained: Trained, tmp_p
     folder = din.save(tmp_path / "din")
     again = DINModel.load(folder, "cpu")
     np.testing.assert_allclose(again.predict(trained.holdout.slice(0, 500)), din.predict(trained.holdout.slice(0, 500)))
+
+
+def test_the_booster_loads_back_and_refuses_other_columns(trained: Trained, tmp_path: Path) -> None:
+    from freshcart.training.xgb_model import XGBoostModel, check_columns
+
+    model = trained.xgboost
+    again = XGBoostModel.load(model.save(tmp_path / "xgb"))
+    assert again.best_iteration == model.best_iteration and again.feature_names == model.feature_names
+    rows = trained.holdout.slice(0, 300)
+    np.testing.assert_array_equal(again.predict(rows), model.predict(rows))
+    names = model.feature_names
+    check_columns("model", names, list(names))
+    with pytest.raises(ValueError, match=f"missing: {names[-1]}; new: extra; or in another order.*the model again"):
+        check_columns("model", names, [*names[:-1], "extra"])
+    with pytest.raises(ValueError, match="missing: none; new: none; or in another order"):
+        check_columns("model", names, names[::-1])
