@@ -15,10 +15,12 @@ and the mean feature-read, model and whole scoring-logic time (no queueing) per 
 With ``--endpoint recommend`` the runs are of /recommend (the known shopper, top 10 of 100
 candidates) ranked by the propensity champion and by a ranker champion (``freshcart-ranker``
 with ``serving_ranker=ranker``), alternating with /ping: before each run the tag is set and the
-run waits until every worker answers with that ranker. The ranker is registered once per data
-dir: a booster of the ranker's full size (``RankerParams``: 300 rounds of depth 6) fitted to
-random rows of the service's input columns, which costs what a trained one of that size costs
-to score (its ranking quality is not the point here).
+run waits until every worker answers with that ranker (within the default
+``serving_reload_seconds``: the registry check runs as often as in a shop's service). The ranker is registered once per data
+dir, and again when ``RankerParams`` change: a booster of the ranker's full size (every one of
+``RankerParams.max_rounds`` rounds, at its depth) fitted to random rows of the service's input
+columns, which costs what a trained one of that size costs to score (its ranking quality is not
+the point here).
 
     .venv/bin/python bench/bench_serving.py [--profile local|production] [--seconds 10] [--rounds 3]
         [--endpoint predict|recommend]
@@ -88,15 +90,16 @@ def register_bench_ranker(settings: Settings) -> str:
     from freshcart.serving.ranking import buildable_columns
     from freshcart.training.registry import CHAMPION, connect, version_by_alias
 
+    params = RankerParams()
+    size = f"{params.max_rounds} rounds of depth {params.max_depth}"
     client = connect(settings)
     try:
         champion = version_by_alias(client, RANKER_MODEL, CHAMPION)
     except Exception:  # noqa: BLE001 - no registered ranker yet
         champion = None
-    if champion is not None:
+    if champion is not None and (champion.tags or {}).get("bench_size") == size:
         return str(champion.version)
     names = buildable_columns(SOURCES)
-    params = RankerParams()
     rng = np.random.default_rng(1)
     x = rng.random((20_000, len(names))).astype(np.float32)
     label = (rng.random(20_000) < 0.05).astype(np.float32)
@@ -104,7 +107,8 @@ def register_bench_ranker(settings: Settings) -> str:
     booster = xgb.train(booster_params, xgb.DMatrix(x, label=label, qid=np.repeat(np.arange(200), 100),
                                                     feature_names=names), num_boost_round=params.max_rounds)
     model = RankerModel(booster=booster, feature_names=names, best_iteration=params.max_rounds - 1)
-    version = register_ranker(settings, model, {}, {"what": "bench: full-size booster on random rows"})
+    version = register_ranker(settings, model, {}, {"what": "bench: full-size booster on random rows",
+                                                      "bench_size": size})
     client.set_registered_model_alias(RANKER_MODEL, CHAMPION, version)
     return version
 
@@ -239,7 +243,7 @@ def main() -> None:
     base = load_settings(profile=args.profile)
     settings = load_settings(profile=args.profile, data_dir=base.data_dir / "bench" / "serving",
                              secrets_dir=base.secrets_path, training_threads=1,
-                             xgb_max_rounds=80, serving_reload_seconds=2.0)
+                             xgb_max_rounds=80)
     started = time.perf_counter()
     build_shop(settings)
     print(f"shop ready in {time.perf_counter() - started:.0f} s ({settings.data_dir}, {args.profile} profile)")

@@ -28,11 +28,16 @@ PROPENSITY_COLUMN = "propensity_score"
 
 @dataclass(frozen=True)
 class RankerParams:
-    """Hyper-parameters of the ranker."""
+    """Hyper-parameters of the ranker.
 
-    max_rounds: int = 300
+    Up to 100 rounds at 0.15: on the replay benchmark's simulated week this keeps the validation
+    NDCG@10 of 300 rounds at 0.1 (0.8176 against 0.8186; holdout purchases 0.7196 against 0.7202),
+    fits in 61 s instead of 155 s and scores a request's candidates with a third of the trees.
+    """
+
+    max_rounds: int = 100
     early_stopping_rounds: int = 30
-    learning_rate: float = 0.1
+    learning_rate: float = 0.15
     max_depth: int = 6
     min_child_weight: float = 20.0
     subsample: float = 0.8

@@ -15,6 +15,7 @@ function that Feast's on-demand view and the training sets call
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -159,31 +160,37 @@ class OnlineFeatureReader:
 
 
 class ProductCache:
-    """``product_activity`` rows kept per worker for ``ttl`` seconds; older or unseen products are read again.
+    """``product_activity`` rows kept per worker for at most ``ttl`` seconds; older or unseen products are read again.
 
     Reading 100 products through the SQLite store's ``online_read`` decodes about 1,700 stored values
-    (10-20 ms here), against well under 1 ms for the shopper's views: the cache takes that out of most
-    requests, at the price of product features up to ``ttl`` seconds old. ``ttl`` 0 reads every time.
+    (7-20 ms here), against well under 1 ms for the shopper's views: the cache takes that out of most
+    requests, at the price of product features up to ``ttl`` seconds old. Each row expires at a random
+    time between half the ``ttl`` and the whole of it, so the products read together by one request
+    come due at different times and later requests read a few each, instead of one request reading
+    them all again at once. ``ttl`` 0 reads every time.
     """
 
     VIEW = "product_activity"
 
-    def __init__(self, reader: OnlineFeatureReader, ttl: float) -> None:
+    def __init__(self, reader: OnlineFeatureReader, ttl: float, seed: int | None = None) -> None:
         self.reader, self.ttl = reader, ttl
         self.rows: dict[int, tuple[float, dict[str, Any], datetime | None]] = {}
+        """``product_id -> (expiry on the monotonic clock, features, event time)``."""
         self._lock = threading.Lock()
+        self._random = random.Random(seed)
 
     def read(self, product_ids: Sequence[int]) -> ViewRows:
         if self.ttl <= 0:
             return self.reader.read(self.VIEW, [(p,) for p in product_ids])
         now = time.monotonic()
         rows = self.rows
-        stale = list(dict.fromkeys(p for p in product_ids if p not in rows or now - rows[p][0] > self.ttl))
+        stale = list(dict.fromkeys(p for p in product_ids if p not in rows or now >= rows[p][0]))
         if stale:
             fresh = self.reader.read(self.VIEW, [(p,) for p in stale])
             with self._lock:
                 for i, product in enumerate(stale):
-                    rows[product] = (now, {f: fresh.values[f][i] for f in fresh.features}, fresh.event_times[i])
+                    expires = now + self.ttl * (0.5 + 0.5 * self._random.random())
+                    rows[product] = (expires, {f: fresh.values[f][i] for f in fresh.features}, fresh.event_times[i])
         names = self.reader.served.by_view.get(self.VIEW, [])
         picked = [rows[p] for p in product_ids]
         return ViewRows(self.VIEW, names, {f: [row[1].get(f) for row in picked] for f in names},

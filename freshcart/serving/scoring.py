@@ -97,7 +97,8 @@ class ScoringService:
             self.purchases = PurchaseFollower(self.settings, self.catalogue)
             self.purchases.start()
             self._spawn("freshcart-model-watch", self.settings.serving_reload_seconds, self.check_model)
-            self._spawn("freshcart-trending", self.settings.serving_index_seconds, self.refresh_index)
+            self._spawn("freshcart-trending", self.settings.serving_index_seconds / self.index.slices,
+                        self.refresh_index_slice)
 
     def _spawn(self, name: str, every: float, work: Any) -> None:
         self._threads.append(run_every(name, every, work, self._stop))
@@ -146,14 +147,25 @@ class ScoringService:
         return [source.name for source in default_sources(self.index, self.reader, self.settings)]
 
     def refresh_index(self) -> None:
+        """Read every product the trending index follows (at start)."""
         if self.reader is not None and self.index is not None:
             try:
                 self.index.refresh(self.reader)
             except OnlineStoreUnavailable as exc:
                 log.warning("trending products not refreshed: %s", exc)
 
+    def refresh_index_slice(self) -> None:
+        """Read the trending index's next slice of products (the background thread: a pass per
+        ``serving_index_seconds``)."""
+        if self.reader is not None and self.index is not None:
+            try:
+                self.index.refresh_next(self.reader)
+            except OnlineStoreUnavailable as exc:
+                log.warning("trending products not refreshed: %s", exc)
+
     def ready(self) -> tuple[bool, str]:
-        """Ready when a model is loaded and the online store answers; the reason when not."""
+        """Ready when a model is loaded and the online store answers; the reason when not (when ready: the
+        model, and the ranker of /recommend)."""
         try:
             reader = self._connect()
             reader.ping()
@@ -162,7 +174,9 @@ class ScoringService:
         model = self.holder.current if self.holder else None
         if model is None:
             return False, f"no model loaded: {self.holder.last_error if self.holder else 'not started'}"
-        return True, f"serving {model.info.name} v{model.info.version} ({model.info.model_type})"
+        ranker = self.rankers.current if self.rankers else None
+        ranking = f"ranked by {ranker.info.name} v{ranker.info.version}" if ranker else "ranked by the propensity model"
+        return True, f"serving {model.info.name} v{model.info.version} ({model.info.model_type}); {ranking}"
 
     # scoring -----------------------------------------------------------------------------------
     def _model(self) -> ServingModel:

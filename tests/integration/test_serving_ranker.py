@@ -70,11 +70,15 @@ def test_recommend_ranks_with_the_ranker_champion_while_the_tag_says_ranker(
         assert [i["ranker_score"] for i in items] == sorted((i["ranker_score"] for i in items), reverse=True)
         assert all(0.0 < i["score"] < 1.0 and i["source"] in i["sources"] for i in items)
         wait_until(lambda: ranker_gauge(client) == float(version), 30, "the ranker version in /metrics")
+        wait_until(lambda: f"; ranked by {RANKER_MODEL} v{version}" in client.get("/readyz").json()["detail"], 30,
+                   "/readyz naming the ranker")
 
         registry.set_registered_model_tag(RANKER_MODEL, SERVING_RANKER_TAG, "propensity")
         back = wait_until(lambda: ranked_by(settings.registered_model), 30, "/recommend ranked by the propensity model")
         scores = [i["score"] for i in back["items"]]
         assert scores == sorted(scores, reverse=True) and all(i["ranker_score"] is None for i in back["items"])
         wait_until(lambda: ranker_gauge(client) == 0.0, 30, "the ranker version 0 in /metrics")
+        wait_until(lambda: client.get("/readyz").json()["detail"].endswith("; ranked by the propensity model"), 30,
+                   "/readyz saying the propensity model ranks")
     finally:
         registry.set_registered_model_tag(RANKER_MODEL, SERVING_RANKER_TAG, "propensity")

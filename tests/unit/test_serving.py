@@ -20,7 +20,7 @@ from freshcart.serving.assemble import Candidates, OnlineRows, build_model_input
 from freshcart.serving.candidates import (
     Candidate, PopularSource, RecentSource, SessionSource, TrendingSource, gather_candidates, shopper_context,
 )
-from freshcart.serving.catalogue import catalogue_from_events
+from freshcart.serving.catalogue import Catalogue, catalogue_from_events
 from freshcart.serving.features import ViewRows
 from freshcart.serving.model import ModelInfo, ModelRefused, check_columns
 from freshcart.serving.respond import Scored, predict_response, rank, recommend_response
@@ -81,6 +81,38 @@ def test_trending_ranks_by_last_hour_then_day_and_popular_by_day() -> None:
     ranking = rank_products([1, 2, 3, 4], [10, 10, 10, 20], [5, 5, 9, None], [1, 8, 2, 50], {})
     assert ranking.by_category == {10: [3, 2, 1], 20: [4]}
     assert ranking.overall == [4, 2, 3, 1]
+
+
+class CountingReader:
+    """``product_activity`` rows of views_1h / views_24h per product, and the products each read asked for."""
+
+    def __init__(self, views: dict[int, tuple[int, int]]) -> None:
+        self.views, self.reads = views, []
+
+    def read(self, view: str, keys: list, features: list | None = None) -> ViewRows:
+        products = [k[0] for k in keys]
+        self.reads.append((view, products, list(features or [])))
+        return ViewRows(view, ["views_1h", "views_24h"], {
+            "views_1h": [self.views[p][0] for p in products],
+            "views_24h": [self.views[p][1] for p in products]}, [None] * len(products))
+
+
+def test_trending_refreshes_in_slices_and_ranks_once_a_pass_ends() -> None:
+    catalogue = Catalogue(category={p: 10 + p % 2 for p in range(1, 8)}, views={p: 10 - p for p in range(1, 8)})
+    index = TrendingIndex(catalogue, slice_size=3)
+    assert index.slices == 3 and index.popular() == [1, 2, 3, 4, 5, 6, 7]  # the catalogue's views until a read
+    reader = CountingReader({p: (p % 3, p) for p in range(1, 8)})
+    assert index.refresh_next(reader) is None and index.refresh_next(reader) is None
+    assert index.popular() == [1, 2, 3, 4, 5, 6, 7]  # the old ranking stays until the pass ends
+    ranking = index.refresh_next(reader)
+    assert ranking is not None and index.popular() == [7, 6, 5, 4, 3, 2, 1]
+    assert index.trending(11) == [5, 7, 1, 3] and index.trending(10) == [2, 4, 6]  # last hour, then the day
+    assert [r[1] for r in reader.reads] == [[1, 3, 5], [7, 2, 4], [6]]  # 3, 3, 1: every product once a pass
+    assert all(r[0] == "product_activity" and r[2] == ["views_1h", "views_24h"] for r in reader.reads)
+    again = TrendingIndex(catalogue, slice_size=3)
+    whole = again.refresh(CountingReader(reader.views))  # at start: every slice at once
+    assert (whole.by_category, whole.overall) == (ranking.by_category, ranking.overall)
+    assert index.refresh_next(reader) is None and len(reader.reads) == 4 and reader.reads[3][1] == [1, 3, 5]
 
 
 def test_catalogue_keeps_the_latest_category_and_price_and_the_purchases() -> None:
@@ -313,3 +345,29 @@ def test_xgboost_refuses_input_columns_it_was_not_trained_on() -> None:
     swapped = [names[1], names[0], *names[2:]]
     with pytest.raises(ValueError, match="trained on"):
         XGBoostModel(booster, swapped, 1).predict(rows)
+
+
+def test_cached_products_come_due_at_spread_times_and_never_after_the_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from freshcart.serving import features
+
+    clock = [1000.0]
+    monkeypatch.setattr(features.time, "monotonic", lambda: clock[0])
+
+    class Reader(CountingReader):
+        served = SimpleNamespace(by_view={"product_activity": ["views_1h", "views_24h"]})
+
+    reader = Reader({p: (p, 10 * p) for p in range(100)})
+    cache = features.ProductCache(reader, ttl=4.0, seed=1)
+    products = list(range(100))
+    assert cache.read(products).values["views_24h"] == [10 * p for p in products] and len(reader.reads) == 1
+    reads = []
+    for step in range(1, 9):  # every half second up to the ttl
+        clock[0] = 1000.0 + 0.5 * step
+        before = len(reader.reads)
+        cache.read(products)
+        reads.append(len(reader.reads[-1][1]) if len(reader.reads) > before else 0)
+    assert reads[:3] == [0, 0, 0]  # none is due before half the ttl
+    assert sum(reads) == 100  # every product read again once by the ttl, and only once
+    assert sum(1 for n in reads if n) >= 4 and max(reads) < 50  # in several small reads, not all at once
