@@ -177,7 +177,7 @@ class ProductCache:
         self.rows: dict[int, tuple[float, dict[str, Any], datetime | None]] = {}
         """``product_id -> (expiry on the monotonic clock, features, event time)``."""
         self._lock = threading.Lock()
-        self._random = random.Random(seed)
+        self._random = random.Random(seed)  # nosec B311 - when a cached row expires, not a secret
 
     def read(self, product_ids: Sequence[int]) -> ViewRows:
         if self.ttl <= 0:
