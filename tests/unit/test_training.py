@@ -139,7 +139,9 @@ def test_a_product_never_bought_scores_low(trained: Trained, model: str) -> None
                          product_activity__views_7d=300, product_activity__views_24h=80,
                          product_activity__conversion_rate_7d=(15 + 1) / 400)
     scorer = getattr(trained, model)
-    assert np.mean(scorer.predict(never_bought)) < 0.7 * np.mean(scorer.predict(often_bought))
+    low, high = scorer.predict(never_bought), scorer.predict(often_bought)
+    assert np.mean(low < high) >= 0.9  # view by view, the never-bought history scores lower
+    assert np.mean(low) < 0.8 * np.mean(high)
 
 
 @pytest.mark.parametrize("model", ["xgboost", "din"])
