@@ -98,7 +98,7 @@ class ScoringService:
             self.purchases.start()
             self._spawn("freshcart-model-watch", self.settings.serving_reload_seconds, self.check_model)
             self._spawn("freshcart-trending", self.settings.serving_index_seconds / self.index.slices,
-                        self.refresh_index_slice)
+                        lambda: self.refresh_index(whole=False))
 
     def _spawn(self, name: str, every: float, work: Any) -> None:
         self._threads.append(run_every(name, every, work, self._stop))
@@ -146,20 +146,12 @@ class ScoringService:
         assert self.index is not None
         return [source.name for source in default_sources(self.index, self.reader, self.settings)]
 
-    def refresh_index(self) -> None:
-        """Read every product the trending index follows (at start)."""
+    def refresh_index(self, whole: bool = True) -> None:
+        """Read every product the trending index follows (at start), or only its next slice (the background
+        thread: a pass per ``serving_index_seconds``)."""
         if self.reader is not None and self.index is not None:
             try:
-                self.index.refresh(self.reader)
-            except OnlineStoreUnavailable as exc:
-                log.warning("trending products not refreshed: %s", exc)
-
-    def refresh_index_slice(self) -> None:
-        """Read the trending index's next slice of products (the background thread: a pass per
-        ``serving_index_seconds``)."""
-        if self.reader is not None and self.index is not None:
-            try:
-                self.index.refresh_next(self.reader)
+                (self.index.refresh if whole else self.index.refresh_next)(self.reader)
             except OnlineStoreUnavailable as exc:
                 log.warning("trending products not refreshed: %s", exc)
 

@@ -18,8 +18,8 @@ milliseconds.
 
 from __future__ import annotations
 
-import time
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
