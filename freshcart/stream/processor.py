@@ -15,8 +15,9 @@ computation:
   each event once.
 
 The co-occurrence neighbours (view ``product_neighbours``) take the same two hops: the user stage
-turns each event into its session's contribution changes, forwarded as deltas to the product stage,
-which sums them and writes the rows of the products they touch (:mod:`freshcart.stream.neighbours`).
+turns each event into its session's contribution changes (:mod:`freshcart.stream.session_pairs`), forwarded
+as deltas to the product stage, which sums them and writes the rows of the products they touch
+(:mod:`freshcart.stream.neighbours`).
 
 A task's state (features, seen event ids, watermark, next offset) is saved by
 :mod:`freshcart.stream.checkpoint` together with the offset it reflects.
@@ -39,7 +40,8 @@ from freshcart.features import spec
 from freshcart.features.stream import FeatureRow, FeatureState
 from freshcart.recommendation.cooccurrence import CooccurrenceConfig
 from freshcart.schema import MAX_MESSAGE_BYTES, Event, Rejection, TimeBounds, event_from_json
-from freshcart.stream.neighbours import BOUGHT, FOREIGN, SEEN, Delta, NeighbourItem, NeighbourState, SessionPairs
+from freshcart.stream.neighbours import BOUGHT, FOREIGN, SEEN, NeighbourItem, NeighbourState
+from freshcart.stream.session_pairs import Delta, SessionPairs
 
 NEVER = -(2**62)
 USER, PRODUCT = "user", "product"

@@ -16,8 +16,9 @@ from freshcart.schema import Event, TimeBounds, validate_record
 from freshcart.settings import load_settings
 from freshcart.simulator import SimulationConfig, iter_records
 from freshcart.stream.changelog import ChangelogState, encode_changes
-from freshcart.stream.neighbours import NeighbourState, SessionPairs, session_contributions
+from freshcart.stream.neighbours import NeighbourState
 from freshcart.stream.processor import NEIGHBOUR_VIEW, ProductTask, TaskState, UserTask, encode_deltas, route_deltas
+from freshcart.stream.session_pairs import SessionPairs, session_contributions
 from freshcart.stream.verify import batch_neighbours, neighbour_mismatches
 
 T0 = datetime(2025, 1, 6, tzinfo=timezone.utc)
