@@ -27,7 +27,6 @@ replays the rest: nothing is lost and nothing counts twice.
 
 from __future__ import annotations
 
-import copy
 import gc
 import logging
 import os
@@ -37,65 +36,41 @@ import time
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from freshcart.kafka_io import changelog_topic, client_auth, ensure_topics, make_producer
 from freshcart.schema import BROKER_MAX_MESSAGE_BYTES, TimeBounds
 from freshcart.settings import Settings
-from freshcart.stream.changelog import ChangelogLost, ChangelogReader, encode_changes
+from freshcart.stream.changelog import ChangelogReader
 from freshcart.stream.dlq import dead_letter_headers
-from freshcart.stream.metrics import StreamMetrics, status_dir, write_status
-from freshcart.stream.processor import (
-    DELTA_FIELDS, NEIGHBOUR_VIEW, NEVER, PRODUCT, USER, Forwarded, ProductTask, UserTask, encode_deltas,
-    encode_forwarded, route_deltas,
-)
-from freshcart.stream.restore import restore_partitions
-from freshcart.stream.saving import PartitionSave, save_partitions
-from freshcart.stream.slots import InFlight, RunSummary, SaveInFlight, Slot, close_slot, state_dir
-from freshcart.stream.sinks import OfflineWriter, OnlineWriter, group_by_view, online_writer, rows_to_table
+from freshcart.stream.metrics import StreamMetrics, status_dir
+from freshcart.stream.ownership import PartitionOwnership, RebalanceListener
+from freshcart.stream.processor import PRODUCT, USER, Forwarded, ProductTask, UserTask, route_deltas
+from freshcart.stream.slots import InFlight, RunSummary, SaveInFlight, Slot, close_slot
+from freshcart.stream.sinks import OfflineWriter, OnlineWriter, online_writer
+from freshcart.stream.writing import BACKOFF_MAX_S, StreamError, WritingAndCheckpoints
 
+__all__ = ["CONSUMER_SETTINGS", "StreamError", "StreamProcessor", "install_signal_handlers"]
 log = logging.getLogger("freshcart.stream")
 CONSUMER_SETTINGS = ("profile", "data_dir", "events_topic", "product_topic", "dlq_topic", "stream_group",
                      "stream_batch_size", "stream_max_wait_ms", "stream_checkpoint_seconds",
                      "stream_allowed_lateness_seconds", "stream_neighbours", "stream_metrics_port", "redis_url", "postgres_url",
                      "secrets_dir")
 """Settings a `freshcart stream consume` child process takes from the process that starts it."""
-FORWARD_CHUNK = 4000  # events per re-partitioned message (well under the broker's message limit)
-DELTA_CHUNK = 20_000  # neighbour deltas per message, about (cut between source offsets only)
-STALE_ROWS_PER_CHECKPOINT = 20_000
-"""Neighbour rows rewritten per product partition and checkpoint because their neighbours' normalisers changed
-(the rest at the next ones; all of them at shutdown): a checkpoint's pause stays bounded on a large catalogue."""
-BACKOFF_MAX_S = 30.0
 REJOIN_AFTER_S = 60.0
 """Seconds without an assignment, from the start of a rebalance, before the consumer leaves the group
 and joins again (a member that never gets its assignment would otherwise wait forever)."""
 
 
-class StreamError(RuntimeError):
-    """The processor cannot go on (bad configuration, a write that keeps failing)."""
+class StreamProcessor(PartitionOwnership, WritingAndCheckpoints):
+    """The consume loop; ``run()`` until SIGTERM/SIGINT, ``max_idle_s`` without messages, or ``stop()``.
 
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, processor: "StreamProcessor") -> None:
-        self.processor = processor
-
-    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.processor.release(revoked, lost=False)
-
-    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        self.processor.release(lost, lost=True)
-
-    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.processor.acquire(assigned)
-
-
-class StreamProcessor:
-    """The consume loop; ``run()`` until SIGTERM/SIGINT, ``max_idle_s`` without messages, or ``stop()``."""
+    Its partitions are taken and given up by :class:`~freshcart.stream.ownership.PartitionOwnership`, its
+    writes and checkpoints made by :class:`~freshcart.stream.writing.WritingAndCheckpoints`.
+    """
 
     def __init__(self, settings: Settings, *, writer: str | None = None, client_id: str | None = None,
                  max_idle_s: float | None = None, metrics_port: int | None = None,
@@ -154,7 +129,7 @@ class StreamProcessor:
                     session_timeout_ms=6000, heartbeat_interval_ms=1500,  # a dead consumer's partitions move on soon
                 )
                 self.consumer.subscribe([self.settings.events_topic, self.settings.product_topic],
-                                        listener=_Listener(self))
+                                        listener=RebalanceListener(self))
                 # Fetch the metadata of both topics once subscribed and before the first join: a join
                 # on older metadata is followed at once by a second one, and kafka-python can drop the
                 # assignment of that second join (the consumer then waits, out of the group, forever).
@@ -208,95 +183,6 @@ class StreamProcessor:
         end = time.monotonic() + seconds
         while self.running and time.monotonic() < end:
             time.sleep(min(0.2, end - time.monotonic()))
-
-    # ----------------------------------------------------------------- partitions
-    def acquire(self, assigned: set[TopicPartition]) -> None:
-        """Take newly assigned partitions: pause them until the loop has restored their state.
-
-        A partition given back in the same rebalance keeps its state in memory. Runs on the
-        consumer's network loop: nothing here waits for the broker (:meth:`restore_assigned` does,
-        from the loop).
-        """
-        assert self.consumer is not None
-        for tp in sorted(assigned):
-            slot = self.slots.get(tp) or self.parked.pop(tp, None)
-            if slot is not None:
-                log.info("assigned %s-%d: state kept in memory, from offset %d", tp.topic, tp.partition,
-                         slot.task.meta.next_offset)
-                self.slots[tp] = slot
-                self.consumer.seek(tp, slot.task.meta.next_offset)
-            else:
-                log.info("assigned %s-%d: restoring its state", tp.topic, tp.partition)
-                self.restoring.add(tp)
-                self.consumer.pause(tp)
-        self._drop_parked()
-        self.unassigned_since = None
-
-    def restore_assigned(self) -> None:
-        """Restore the state of the partitions waiting for it (from the changelog, or the local cache when it is
-        as new), then read each from the offset its state reflects."""
-        assert self.consumer is not None
-        if self.reader is None:
-            self.reader = ChangelogReader(self.settings, self.client_id)
-        partitions = sorted(self.restoring)
-        restored = restore_partitions(self.settings, partitions, self.reader, state_dir(self.settings),
-                                      self.client_id)
-        for tp, r in restored.items():
-            meta = r.task.meta
-            self.slots[tp] = Slot(tp, r.task, r.store, r.writer, saved_offset=meta.next_offset,
-                                  full_snapshot=r.full_snapshot, offline_from=meta.next_offset)
-            self.consumer.seek(tp, meta.next_offset)
-            self.consumer.resume(tp)
-            replay = meta.written_offset - meta.next_offset
-            log.info("restored %s-%d from %s (%d changelog records, %d keys) in %.2fs: from offset %d%s",
-                     tp.topic, tp.partition, r.source, r.records, r.keys, r.seconds, meta.next_offset,
-                     f" (replaying {replay} already written online)" if replay > 0 else "")
-        self.restoring.difference_update(partitions)
-
-    def _restore_again(self, tp: TopicPartition, reason: Exception) -> None:
-        """A partition whose changelog this process may no longer write: drop its state, restore it anew."""
-        log.warning("%s-%d: %s; restoring it again", tp.topic, tp.partition, reason)
-        slot = self.slots.pop(tp)
-        close_slot(slot)
-        self.restoring.add(tp)
-        if self.consumer is not None:
-            self.consumer.pause(tp)
-
-    def _drop_parked(self) -> None:
-        """Forget partitions parked by a rebalance, and the events they would forward: their next owner
-        resumes from their checkpoints."""
-        if self.parked:
-            self._settle_checkpoint()  # it may still be writing their changelogs and caches
-        for slot in self.parked.values():
-            close_slot(slot)
-        self.parked = {}
-        self.forward = {k: v for k, v in self.forward.items()
-                        if TopicPartition(self.settings.events_topic, k[1]) in self.slots}
-        self.forward_deltas = {k: v for k, v in self.forward_deltas.items()
-                               if TopicPartition(self.settings.events_topic, k) in self.slots}
-
-    def release(self, partitions: set[TopicPartition], lost: bool) -> None:
-        """Give partitions up (rebalance or shutdown).
-
-        Nothing is saved here: saving needs the broker's acks, which cannot be awaited on the
-        consumer's network loop. The next owner resumes from the last checkpoint; the online
-        rows written since are skipped while it replays (``written_offset``). Revoked partitions
-        are parked in case the same rebalance gives them back; lost ones are dropped.
-        """
-        if lost:
-            self._settle_checkpoint()  # it may still be writing their changelogs and caches
-        for tp in partitions:
-            self.restoring.discard(tp)
-            slot = self.slots.pop(tp, None)
-            if slot is None:
-                continue
-            if lost:
-                close_slot(slot)
-            else:
-                self.parked[tp] = slot
-        if self.unassigned_since is None:
-            self.unassigned_since = time.monotonic()
-        log.info("released %s", ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(partitions)) or "nothing")
 
     # ----------------------------------------------------------------- per message
     def _on_user(self, slot: Slot, record: Any, bounds: TimeBounds) -> None:
@@ -355,182 +241,6 @@ class StreamProcessor:
             if not replaying:
                 slot.produced_ms.append(event.produced_ms)
         self.metrics.count(PRODUCT, "replayed" if replaying else "accepted", len(applied))
-
-    # ----------------------------------------------------------------- writes
-    def _send_forwarded(self) -> None:
-        assert self.producer is not None
-        for (q, src), events in self.forward.items():
-            for lo in range(0, len(events), FORWARD_CHUNK):
-                self.producer.send(self.settings.product_topic, partition=q,
-                                   value=encode_forwarded(src, events[lo:lo + FORWARD_CHUNK]))
-        self.forward = {}
-        width = DELTA_FIELDS
-        for src, lists in self.forward_deltas.items():
-            for q, flat in enumerate(lists):
-                rows, lo = len(flat) // width, 0
-                while lo < rows:
-                    hi = min(rows, lo + DELTA_CHUNK)
-                    while hi < rows and flat[hi * width] == flat[(hi - 1) * width]:
-                        hi += 1  # every delta of one source offset in one message
-                    self.producer.send(self.settings.product_topic, partition=q,
-                                       value=encode_deltas(src, flat[lo * width:hi * width]))
-                    lo = hi
-        self.forward_deltas = {}
-
-    def flush(self, checkpoint: bool = False, final: bool = False) -> None:
-        """Close the micro-batch: forward events, hand the changed rows to the writer thread (at a ``checkpoint``
-        also neighbour rows whose neighbours' normalisers changed: some, or all of them when ``final``)."""
-        self._send_forwarded()
-        for slot in self.slots.values():
-            if isinstance(slot.task, ProductTask):
-                slot.changed.update(slot.task.neighbour_keys(
-                    checkpoint, None if final else STALE_ROWS_PER_CHECKPOINT))
-            for key in slot.changed:
-                for row in slot.task.rows_of(key):
-                    slot.pending[(row.view, row.key)] = row
-            for key in slot.changed_replayed - slot.changed:
-                for row in slot.task.rows_of(key):
-                    slot.replayed[(row.view, row.key)] = row
-            slot.changed, slot.changed_replayed = set(), set()
-        rows = [row for slot in self.slots.values() for row in slot.pending.values()]
-        writes = {view: self.writer.prepare(view, rows_to_table(view, view_rows))
-                  for view, view_rows in group_by_view(rows).items()}
-        marks = [(slot, slot.task.meta.next_offset, slot.produced_ms) for slot in self.slots.values() if slot.pending]
-        for slot in self.slots.values():
-            if slot.pending or slot.replayed:  # the neighbours' offline table is the materialize_features DAG's
-                slot.offline.extend(row for row in slot.replayed.values() if row.view != NEIGHBOUR_VIEW)
-                slot.offline.extend(row for row in slot.pending.values() if row.view != NEIGHBOUR_VIEW)
-            slot.pending, slot.replayed, slot.produced_ms = {}, {}, []
-        self.wait_for_write()  # one write in flight: rows of a key reach the store in order
-        if writes:
-            self.metrics.batch_rows.observe(len(rows))
-            self.metrics.batch_events.observe(self.pending_events)
-            self.in_flight = InFlight(self.writes.submit(self._write_online, writes), marks, len(rows))
-        self.metrics.publish()
-        self.pending_events, self.first_pending = 0, None
-
-    def _write_online(self, writes: dict[str, Callable[[], None]]) -> tuple[float, float]:
-        """Run each view's prepared write (on the writer thread); when it ended: epoch ms and monotonic s."""
-        for view, write in writes.items():
-            started = time.perf_counter()
-            self._retry(f"online write of {view}", write)
-            self.metrics.write_seconds.observe(time.perf_counter() - started)
-        return time.time() * 1000, time.monotonic()
-
-    def wait_for_write(self) -> None:
-        """Wait for the write in flight; then mark the offsets it covers as written and observe freshness."""
-        if self.in_flight is None:
-            return
-        write, self.in_flight = self.in_flight, None
-        ended_ms, self.summary.last_write = write.future.result()  # a write that keeps failing raises here
-        self.summary.rows_written += write.rows
-        for slot, offset, produced_ms in write.marks:
-            if self.slots.get(slot.tp) is slot or self.parked.get(slot.tp) is slot:
-                slot.store.mark_written(offset)  # a partition given up meanwhile stays unmarked: replays write it
-            self.metrics.observe_freshness(slot.stage, ended_ms, produced_ms)
-
-    def _retry(self, what: str, action: Callable[[], Any]) -> Any:
-        delay = 0.5
-        while True:
-            try:
-                return action()
-            except ChangelogLost:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a store or broker hiccup: retry, never skip a write
-                if not self.running and delay > 8:
-                    raise StreamError(f"{what} keeps failing: {exc}") from exc
-                log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-                time.sleep(delay)
-                delay = min(BACKOFF_MAX_S, delay * 2)
-
-    def checkpoint(self, commit: bool = True, final: bool = False) -> None:
-        """Close a checkpoint and hand its slow half to the checkpoint thread (:mod:`freshcart.stream.saving`).
-
-        Here, on the loop: the previous checkpoint is awaited (one at a time), the micro-batch is
-        flushed, the online write and the broker's acks of forwarded events awaited, and each
-        partition's changed keys encoded with a copy of its position. The offline rows, changelog
-        transactions and cache are written on the checkpoint thread while the loop goes on; the
-        offsets are committed when it is done (:meth:`collect_checkpoint`).
-        """
-        assert self.producer is not None
-        started = time.perf_counter()
-        self.collect_checkpoint(wait=True)
-        self.flush(checkpoint=True, final=final)
-        self.wait_for_write()
-        self._retry("producer flush", lambda: self.producer.flush(timeout=30))
-        parts = []
-        for tp, slot in self.slots.items():
-            task = slot.task
-            end = task.meta.next_offset
-            part = PartitionSave(slot, slot.offline, f"{tp.topic}-{tp.partition}-{slot.offline_from:012d}-{end:012d}")
-            slot.offline, slot.offline_from = [], end
-            if end != slot.saved_offset or slot.full_snapshot:
-                floor = NEVER
-                if isinstance(task, UserTask):
-                    task.prune_seen()
-                    floor = task.watermark_us
-                changes = task.snapshot() if slot.full_snapshot else task.changes()
-                part.records = encode_changes(changes, task.meta, floor)
-                part.meta, part.floor_us = copy.deepcopy(task.meta), floor
-                slot.saved_offset, slot.full_snapshot = end, False
-            if part.offline or part.records is not None:
-                parts.append(part)
-        if parts:
-            future = self.saves.submit(save_partitions, parts, self.offline, self._retry)
-            self.saving = SaveInFlight(future, {part.slot.tp: part.slot for part in parts}, commit)
-        self.metrics.checkpoint_seconds.labels("loop").observe(time.perf_counter() - started)
-        self._write_status()
-
-    def collect_checkpoint(self, wait: bool) -> None:
-        """Take the result of the checkpoint on the checkpoint thread once it is done (``wait``: wait for it):
-        partitions whose changelog this process lost are restored again, the others' offsets committed."""
-        saving = self.saving
-        if saving is None or not (wait or saving.future.done()):
-            return
-        self.saving = None
-        saved = saving.future.result()  # a write that keeps failing raises here
-        self.metrics.checkpoint_seconds.labels("thread").observe(saved.seconds)
-        owned = {tp for tp, slot in saving.slots.items() if self.slots.get(tp) is slot}
-        for tp, exc in saved.lost.items():
-            if tp in owned:
-                self._restore_again(tp, exc)
-        offsets = {}
-        for tp, position in saved.positions.items():
-            if tp in owned:
-                self.slots[tp].task.meta.changelog_offset = position.changelog_offset
-                offsets[tp] = OffsetAndMetadata(position.next_offset, "", -1)
-        if saving.commit and offsets and self.consumer is not None:
-            try:
-                self.consumer.commit(offsets)
-            except KafkaError as exc:  # the changelog holds the offsets; the commit is for lag monitoring
-                log.warning("offset commit failed (%s); the changelog holds the offsets, retrying next time", exc)
-
-    def _settle_checkpoint(self) -> None:
-        """Wait for the checkpoint in flight where nothing may raise (rebalance, shutdown): a failed one is only
-        logged; the partitions' next owner resumes from the checkpoint before it."""
-        try:
-            self.collect_checkpoint(wait=True)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("checkpoint failed (%s); its events are processed again after a restart", exc)
-
-    def _write_status(self) -> None:
-        self.metrics.publish()
-        lags = {}
-        if self.consumer is not None:
-            for tp, slot in self.slots.items():
-                high = self.consumer.highwater(tp)
-                if high is not None:
-                    lag = max(0, high - slot.task.meta.next_offset)
-                    lags[f"{tp.topic}-{tp.partition}"] = lag
-                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
-        elapsed = max(1e-9, time.time() - self.metrics.started)
-        write_status(self.status_path, {
-            "client_id": self.client_id, "pid": os.getpid(), "group": self.settings.stream_group,
-            "writer": self.writer.name, "metrics_port": self.metrics_port, "updated": time.time(),
-            "started": self.metrics.started, "partitions": sorted(f"{tp.topic}-{tp.partition}" for tp in self.slots),
-            "lag": lags, "counts": self.metrics.counts, "freshness_ms": self.metrics.percentiles(),
-            "accepted_per_s": self.summary.accepted / elapsed, "running": self.running,
-        })
 
     # ----------------------------------------------------------------- loop
     def stop(self, *_: Any) -> None:
@@ -613,14 +323,6 @@ class StreamProcessor:
             self._write_status()
             self.close()
         return self.summary
-
-    def _settle_write(self) -> None:
-        """Wait for the write in flight where nothing may raise (rebalance, shutdown): a failed write is
-        only logged; its offsets stay unmarked, so a restart writes them again."""
-        try:
-            self.wait_for_write()
-        except Exception as exc:  # noqa: BLE001
-            log.warning("online write failed (%s); its events are written again after a restart", exc)
 
     def close(self) -> None:
         self._settle_write()

@@ -1,6 +1,6 @@
 """The slow half of a checkpoint, run on a thread of its own while the consume loop goes on.
 
-The loop (:meth:`freshcart.stream.consumer.StreamProcessor.checkpoint`) closes a checkpoint:
+The loop (:meth:`freshcart.stream.writing.WritingAndCheckpoints.checkpoint`) closes a checkpoint:
 the online write and the broker's acks of forwarded events are awaited, and each partition's
 changed keys are encoded as changelog records with a copy of its position. What takes time
 after that is here, in this order, one checkpoint at a time:
