@@ -174,8 +174,8 @@ class ProductCache:
 
     def __init__(self, reader: OnlineFeatureReader, ttl: float, seed: int | None = None) -> None:
         self.reader, self.ttl = reader, ttl
-        self.rows: dict[int, tuple[float, dict[str, Any], datetime | None]] = {}
-        """``product_id -> (expiry on the monotonic clock, features, event time)``."""
+        self.rows: dict[int, tuple[float, tuple[Any, ...], datetime | None]] = {}
+        """``product_id -> (expiry on the monotonic clock, values in the order of the served features, event time)``."""
         self._lock = threading.Lock()
         self._random = random.Random(seed)  # nosec B311 - when a cached row expires, not a secret
 
@@ -190,8 +190,9 @@ class ProductCache:
             with self._lock:
                 for i, product in enumerate(stale):
                     expires = now + self.ttl * (0.5 + 0.5 * self._random.random())
-                    rows[product] = (expires, {f: fresh.values[f][i] for f in fresh.features}, fresh.event_times[i])
+                    rows[product] = (expires, tuple(fresh.values[f][i] for f in fresh.features), fresh.event_times[i])
         names = self.reader.served.by_view.get(self.VIEW, [])
         picked = [rows[p] for p in product_ids]
-        return ViewRows(self.VIEW, names, {f: [row[1].get(f) for row in picked] for f in names},
+        columns = zip(*(row[1] for row in picked)) if picked else ((),) * len(names)  # one tuple per feature
+        return ViewRows(self.VIEW, names, {f: list(column) for f, column in zip(names, columns)},
                         [row[2] for row in picked])

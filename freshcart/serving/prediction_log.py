@@ -54,20 +54,21 @@ class PredictionRecord:
 
 def encode_record(record: PredictionRecord) -> bytes:
     """The record as an Arrow IPC stream: the request's fields, then the model-input columns, one row per product."""
-    n = record.inputs.num_rows
-    head = {
-        "request_id": pa.array([record.request_id] * n, pa.string()),
-        "requested_at": pa.array([record.requested_at] * n, pa.timestamp("us", tz="UTC")),
-        "endpoint": pa.array([record.endpoint] * n, pa.string()),
-        "user_id": pa.array([record.user_id] * n, pa.int64()),
-        "position": pa.array(np.arange(n, dtype=np.int32)),
-        "score": pa.array(np.asarray(record.scores, dtype=np.float64)),
-        "source": pa.array(record.sources if record.sources is not None else [None] * n, pa.string()),
-        "model_name": pa.array([record.model.name] * n, pa.string()),
-        "model_version": pa.array([record.model.version] * n, pa.string()),
-        "model_type": pa.array([record.model.model_type] * n, pa.string()),
-    }
-    table = pa.table({**head, **{name: record.inputs[name] for name in record.inputs.column_names}})
+    inputs = record.inputs
+    n = inputs.num_rows
+
+    def repeated(value: Any, type_: pa.DataType) -> pa.Array:
+        return pa.repeat(pa.scalar(value, type_), n)
+
+    head = [
+        repeated(record.request_id, pa.string()), repeated(record.requested_at, pa.timestamp("us", tz="UTC")),
+        repeated(record.endpoint, pa.string()), repeated(record.user_id, pa.int64()),
+        pa.array(np.arange(n, dtype=np.int32)), pa.array(np.asarray(record.scores, dtype=np.float64)),
+        pa.array(record.sources, pa.string()) if record.sources is not None else pa.nulls(n, pa.string()),
+        repeated(record.model.name, pa.string()), repeated(record.model.version, pa.string()),
+        repeated(record.model.model_type, pa.string()),
+    ]
+    table = pa.Table.from_arrays([*head, *inputs.columns], names=[*RECORD_FIELDS, *inputs.column_names])
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema, options=IPC_OPTIONS) as writer:
         writer.write_table(table)

