@@ -19,7 +19,8 @@ LAYERS = {
     "stage": ("freshcart.ingestion", "freshcart.simulator", "freshcart.features", "freshcart.stream",
               "freshcart.training", "freshcart.serving", "freshcart.monitoring", "freshcart.recommendation",
               "freshcart.services", "freshcart.privacy"),
-    "core": ("freshcart", "freshcart.settings", "freshcart.credentials", "freshcart.schema", "freshcart.storage",
+    "core": ("freshcart", "freshcart.settings", "freshcart.settings_fields", "freshcart.credentials",
+             "freshcart.schema", "freshcart.storage",
              "freshcart.kafka_io", "freshcart.kafka_acls", "freshcart.labels", "freshcart.privacy.pseudonym"),
 }
 """The layers of docs/architecture.md, top first; a module belongs to the longest prefix that names it
