@@ -19,7 +19,7 @@ from freshcart import storage
 from freshcart.features.tables import build_feature_tables
 from freshcart.settings import Settings, load_settings
 from freshcart.simulator import SimulationConfig, write_simulation
-from freshcart.training.data import load_or_build, split_by_time, tabular_matrix
+from freshcart.training.data import load_or_build, number_matrix, sequence_matrix, split_by_time, tabular_matrix
 from freshcart.training.din_train import train_din
 from freshcart.training.evaluate import EvaluationReport, PopularityBaseline, evaluate_scores
 from freshcart.training.train import din_params, split_table, xgboost_params
@@ -272,3 +272,20 @@ def test_the_booster_loads_back_and_refuses_other_columns(trained: Trained, tmp_
         check_columns("model", names, [*names[:-1], "extra"])
     with pytest.raises(ValueError, match="missing: none; new: none; or in another order"):
         check_columns("model", names, names[::-1])
+
+
+def test_number_matrix_is_float32_with_nan_for_null_over_chunks_and_any_number_type() -> None:
+    first = pa.table({"a": pa.array([1, None, 3], pa.int64()), "b": pa.array([0.5, 1.5, None]),
+                      "c": pa.array([True, False, None])})  # not a number type: cast like float_column does
+    table = pa.concat_tables([first, first.slice(0, 0), first.slice(1, 2)])
+    matrix = number_matrix(table, ["b", "a", "c"])
+    nan = np.nan
+    expected = np.array([[0.5, 1, 1], [1.5, nan, 0], [nan, 3, nan], [1.5, nan, 0], [nan, 3, nan]], dtype=np.float32)
+    assert matrix.dtype == np.float32 and np.array_equal(matrix, expected, equal_nan=True)
+    assert number_matrix(table.slice(0, 0), ["a", "b"]).shape == (0, 2)
+
+
+def test_sequence_matrix_keeps_the_newest_ids_right_aligned_with_null_lists_and_ids() -> None:
+    lists = pa.array([[1, 2, 3], None, [], [4, None]], pa.list_(pa.int64()))
+    assert sequence_matrix(lists, 2).tolist() == [[2, 3], [0, 0], [0, 0], [4, 0]]
+    assert sequence_matrix(pa.array([[5], [6, 7]], pa.list_(pa.int64())), 3).tolist() == [[0, 0, 5], [0, 6, 7]]
